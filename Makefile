@@ -1,0 +1,24 @@
+# README's two commands: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.vidnl-installed
+
+.PHONY: install demo test clean-demo
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) data_prep/make_synthetic_motion.py --out data/synthetic_motion
+	$(PY) tools/run_net.py --cfg configs/Synthetic/I3D_R18_SNL.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf data/synthetic_motion output/synthetic_i3d_r18_snl

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny real videos (H.264 via PyAV) and tiny configs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from data_prep import make_synthetic_motion as synth  # noqa: E402
+
+SHARED_VIDEOS = os.path.join(ROOT, "..", "shared", "data", "videos")
+
+
+def write_video(path: str, frames: np.ndarray, fps: int = 25) -> str:
+    synth.write_mp4(path, frames, fps)
+    return path
+
+
+def index_video(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frames whose grey level encodes their index (4 * i), to check which frames were read."""
+    return np.stack([np.full((height, width, 3), 4 * i, np.uint8) for i in range(num_frames)])
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+    """A 2-class synthetic motion dataset: 8 train, 4 val, 4 test videos of 12 frames 64×48."""
+    out = str(tmp_path_factory.mktemp("tiny_motion"))
+    synth.main(["--out", out, "--num-classes", "2", "--train", "4", "--val", "2", "--test", "2",
+                "--frames", "12", "--height", "48", "--width", "64", "--workers", "1"])
+    return out
+
+
+def tiny_opts(data_dir: str, out_dir: str, **extra) -> list[str]:
+    """Overrides for a tiny, fast I3D-R18 + SNL run on the tiny dataset."""
+    opts = {
+        "OUTPUT_DIR": out_dir, "DATA.PATH_TO_DATA_DIR": data_dir, "NUM_GPUS": 0, "NUM_THREADS": 1,
+        "MODEL.NUM_CLASSES": 2, "MODEL.DROPOUT_RATE": 0.3, "RESNET.DEPTH": 18, "RESNET.BASE_WIDTH": 4,
+        "DATA.NUM_FRAMES": 4, "DATA.SAMPLING_RATE": 2, "DATA.TRAIN_JITTER_SCALES": "[32, 40]",
+        "DATA.TRAIN_CROP_SIZE": 32, "DATA.TEST_CROP_SIZE": 32, "TRAIN.BATCH_SIZE": 4,
+        "TEST.BATCH_SIZE": 8, "TEST.NUM_ENSEMBLE_VIEWS": 2, "TEST.NUM_SPATIAL_CROPS": 3,
+        "DATA_LOADER.NUM_WORKERS": 0, "NONLOCAL.LOCATION": "[[], [1], [], []]", "NONLOCAL.POOL": "[]",
+        "SOLVER.MAX_EPOCH": 2, "SOLVER.BASE_LR": 0.05, "SOLVER.LR_POLICY": "cosine",
+        "TENSORBOARD.ENABLE": False, "LOG_PERIOD": 1,
+    }
+    opts.update(extra)
+    flat = []
+    for k, v in opts.items():
+        flat += [k, str(v)]
+    return flat

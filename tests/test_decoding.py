@@ -1,0 +1,71 @@
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from vidnl.data import decoding
+from vidnl.data.decoding import DecodeError, read_frames
+
+from conftest import SHARED_VIDEOS, index_video, synth, write_video
+
+
+def all_frames(n):
+    return np.arange(n)
+
+
+def test_decord_and_pyav_agree_on_a_pyav_written_video(tmp_path):
+    rng = np.random.default_rng(0)
+    path = write_video(str(tmp_path / "v.mp4"), synth.render_video(rng, 1, 20, 48, 64))
+    a = decoding._decode_decord(path, all_frames, 1)
+    b = decoding._decode_pyav(path, all_frames, 1)
+    assert a.num_frames == b.num_frames == 20
+    assert a.frames.shape == b.frames.shape == (20, 48, 64, 3)
+    diff = np.abs(a.frames.astype(np.int16) - b.frames.astype(np.int16))
+    assert diff.mean() < 0.5 and diff.max() <= 8
+
+
+def test_frame_indices_are_the_ones_asked_for(tmp_path):
+    path = write_video(str(tmp_path / "idx.mp4"), index_video(30))
+    for backend in ("decord", "pyav"):
+        out = read_frames(path, lambda n: np.array([0, 7, 7, 29, 3]), backend)
+        grey = out.frames.reshape(5, -1).mean(1) / 4
+        np.testing.assert_allclose(grey, [0, 7, 7, 29, 3], atol=0.6)
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_VIDEOS), reason="../shared/data/videos is not available (user clone)")
+@pytest.mark.parametrize("name", ["real_320x240_25fps.avi", "real_340x256_30fps.mp4",
+                                  "real_armwrestling_340x256_28fps.mp4"])
+def test_decord_and_pyav_agree_on_real_videos(name):
+    path = os.path.join(SHARED_VIDEOS, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} missing")
+    pick = lambda n: np.linspace(0, n - 1, 12).round().astype(int)  # noqa: E731
+    a = decoding._decode_decord(path, pick, 1)
+    b = decoding._decode_pyav(path, pick, 1)
+    assert a.num_frames == b.num_frames
+    diff = np.abs(a.frames.astype(np.int16) - b.frames.astype(np.int16))
+    assert diff.mean() < 1.0
+
+
+def test_pyav_fallback_when_decord_fails(tmp_path, monkeypatch):
+    path = write_video(str(tmp_path / "v.mp4"), index_video(10))
+
+    def broken(*a, **k):
+        raise RuntimeError("decord cannot")
+    monkeypatch.setattr(decoding, "_DECODERS", {**decoding._DECODERS, "decord": broken})
+    out = read_frames(path, lambda n: np.arange(n), "decord")
+    assert out.backend == "pyav" and out.frames.shape[0] == 10
+
+
+def test_bad_files_raise_decode_error_naming_the_file(tmp_path):
+    good = write_video(str(tmp_path / "good.mp4"), index_video(10))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    data = open(good, "rb").read()
+    trunc = tmp_path / "trunc.mp4"
+    trunc.write_bytes(data[: len(data) // 2])
+    for path, why in ((str(empty), "empty"), (str(trunc), "cannot decode"), (str(tmp_path / "nope.mp4"), "does not exist")):
+        with pytest.raises(DecodeError) as info:
+            read_frames(path, all_frames)
+        assert path in str(info.value) and why in str(info.value)

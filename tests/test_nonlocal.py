@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from vidnl.config import load_config
+from vidnl.models import build_model
+from vidnl.nonlocal_blocks import NL, SNL, functional as NF, insert_nonlocal
+from vidnl.nonlocal_blocks.blocks import from_nodes, to_nodes
+
+torch.manual_seed(0)
+
+
+def rand(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("n,m", [(60, 60), (60, 17)])
+def test_embedded_gaussian_sdpa_equals_dense(n, m):
+    theta, phi, g = rand(3, n, 8), rand(3, m, 8), rand(3, m, 8)
+    dense = NF.embedded_gaussian_dense(theta, phi, g)
+    manual = torch.stack([torch.softmax(theta[b] @ phi[b].T, 1) @ g[b] for b in range(3)])
+    torch.testing.assert_close(dense, manual, rtol=0, atol=1e-12)
+    torch.testing.assert_close(NF.embedded_gaussian_fast(theta, phi, g), dense, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("bipartite,m", [(False, 50), (True, 13)])
+def test_snl_fast_equals_dense_values_and_gradients(bipartite, m):
+    theta = rand(2, 50, 6).requires_grad_()
+    phi = rand(2, m, 6).requires_grad_()
+    g = rand(2, m, 6).requires_grad_()
+    dense = NF.snl_dense(theta, phi, g, bipartite)
+    fast = NF.snl_fast(theta, phi, g, bipartite)
+    torch.testing.assert_close(fast, dense, rtol=0, atol=1e-10)
+    w = rand(*dense.shape)
+    gd = torch.autograd.grad((dense * w).sum(), (theta, phi, g))
+    gf = torch.autograd.grad((fast * w).sum(), (theta, phi, g))
+    for a, b in zip(gf, gd):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_snl_affinity_is_the_papers_matrix():
+    theta, phi = rand(1, 30, 5), rand(1, 30, 5)
+    a = NF.snl_affinity(theta, phi)[0]
+    m = torch.relu(theta[0]) @ torch.relu(phi[0]).T
+    m = (m + m.T) / 2
+    d = m.sum(1).rsqrt()
+    torch.testing.assert_close(a, d[:, None] * m * d[None, :], rtol=0, atol=1e-12)
+    torch.testing.assert_close(a, a.T, rtol=0, atol=1e-14)
+    assert torch.linalg.eigvalsh(a).abs().max() <= 1 + 1e-9  # normalised: spectrum in [-1, 1]
+
+
+def test_snl_zero_degree_rows_give_zero_and_finite_gradients():
+    theta, phi, g = rand(1, 10, 4), rand(1, 10, 4), rand(1, 10, 4)
+    theta[0, 3] = -1.0
+    phi[0, 3] = -1.0  # node 3 has no edges
+    theta.requires_grad_()
+    out = NF.snl_fast(theta, phi, g)
+    assert torch.all(out[0, 3] == 0)
+    out.sum().backward()
+    assert torch.isfinite(theta.grad).all()
+    torch.testing.assert_close(out, NF.snl_dense(theta, phi, g), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [NL, SNL])
+@pytest.mark.parametrize("mode", ["spacetime", "space", "time"])
+@pytest.mark.parametrize("pool", [None, (2, 2, 2)])
+def test_block_fast_equals_dense(cls, mode, pool):
+    x = rand(2, 8, 4, 5, 6)
+    fast = cls(8, 4, mode=mode, pool_size=pool, implementation="fast", zero_init_final_bn=False).double().eval()
+    dense = cls(8, 4, mode=mode, pool_size=pool, implementation="dense", zero_init_final_bn=False).double().eval()
+    dense.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        fast.bn.running_var.fill_(2.0)
+        dense.bn.running_var.fill_(2.0)
+    y = fast(x)
+    assert not torch.allclose(y, x)
+    torch.testing.assert_close(y, dense(x), rtol=0, atol=1e-10)
+
+
+def test_node_layouts_round_trip():
+    t = rand(2, 3, 4, 5, 6)
+    for mode in ("spacetime", "space", "time"):
+        nodes = to_nodes(t, mode)
+        expected = {"spacetime": (2, 120, 3), "space": (8, 30, 3), "time": (60, 4, 3)}[mode]
+        assert nodes.shape == expected
+        assert torch.equal(from_nodes(nodes, mode, t.shape), t)
+    # a "space" graph holds the positions of one frame
+    assert torch.equal(to_nodes(t, "space")[1 * 4 + 2], t[1, :, 2].flatten(1).T)
+
+
+@pytest.mark.parametrize("cls", [NL, SNL])
+def test_zero_init_block_is_identity(cls):
+    x = torch.randn(2, 16, 3, 6, 6)
+    block = cls(16).train()
+    assert torch.equal(block(x), x)
+    assert torch.equal(block.eval()(x), x)
+
+
+def test_insertion_places_blocks_after_the_right_residual_blocks():
+    base = build_model(load_config(None, ["RESNET.BASE_WIDTH", "8", "MODEL.NUM_CLASSES", "5"]))
+    cfg = load_config(None, ["RESNET.BASE_WIDTH", "8", "MODEL.NUM_CLASSES", "5",
+                             "NONLOCAL.LOCATION", "[[], [1, 3], [1, 3, 5], []]", "NONLOCAL.TYPE", "nl"])
+    model = build_model(cfg)
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, NL)]
+    assert [n for n, _ in blocks] == ["res3.nonlocal_blocks.1", "res3.nonlocal_blocks.3",
+                                      "res4.nonlocal_blocks.1", "res4.nonlocal_blocks.3",
+                                      "res4.nonlocal_blocks.5"]
+    assert [m.dim for _, m in blocks] == [64, 64, 128, 128, 128]  # res3 8·2·4, res4 8·4·4 (paper: 512, 1024)
+    # backbone parameter names are unchanged by the insertion
+    assert set(base.state_dict()) <= set(model.state_dict())
+    # execution order: res3 block 1, then its NL, then res3 block 2
+    order = []
+    for name, m in [("b1", model.res3.blocks[1]), ("nl", model.res3.nonlocal_blocks["1"]),
+                    ("b2", model.res3.blocks[2])]:
+        m.register_forward_hook(lambda *_, name=name: order.append(name))
+    model.eval()(torch.randn(1, 3, 4, 64, 64))
+    assert order == ["b1", "nl", "b2"]
+
+
+def test_insertion_rejects_out_of_range_indices():
+    model = build_model(load_config(None, ["RESNET.DEPTH", "18", "RESNET.BASE_WIDTH", "4"]))
+    with pytest.raises(ValueError, match="res3 with 2 blocks"):
+        insert_nonlocal(model.stages, [[], [2]], lambda c: SNL(c), model.stage_names)

@@ -1,0 +1,233 @@
+"""Default configuration of vidnl: the schema every YAML file and override is checked against.
+
+Every key has a comment above it saying what it does. Keys are grouped as in PySlowFast.
+A YAML file may only set keys that exist here (see ``vidnl.config.validate``); new keys are
+added here first, with a comment, and validation rules (allowed values) in ``validate.py``.
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# ---------------------------------------------------------------------------------------------
+# Top level
+# ---------------------------------------------------------------------------------------------
+# Folder for checkpoints, logs, TensorBoard events and predictions of this run.
+_C.OUTPUT_DIR = "./output"
+# Seed of every random number generator (python, numpy, torch, data sampling).
+_C.RNG_SEED = 0
+# Number of GPUs to use; 0 runs on the CPU. If CUDA is unavailable the CPU is used anyway.
+_C.NUM_GPUS = 1
+# Print a log line every LOG_PERIOD training iterations.
+_C.LOG_PERIOD = 10
+# Number of CPU threads torch may use (0: leave torch's default).
+_C.NUM_THREADS = 0
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+_C.TRAIN = CfgNode()
+# Run training.
+_C.TRAIN.ENABLE = True
+# Dataset name (registered in vidnl.data.datasets), e.g. "csv" for the generic CSV video dataset.
+_C.TRAIN.DATASET = "csv"
+# Clips per training iteration (on one process).
+_C.TRAIN.BATCH_SIZE = 8
+# Evaluate on the validation split every EVAL_PERIOD epochs (0: never).
+_C.TRAIN.EVAL_PERIOD = 1
+# Save a checkpoint every CHECKPOINT_PERIOD epochs (the last epoch is always saved).
+_C.TRAIN.CHECKPOINT_PERIOD = 1
+# Keep only the newest KEEP_CHECKPOINTS epoch checkpoints (0: keep all).
+_C.TRAIN.KEEP_CHECKPOINTS = 3
+# Resume automatically from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one.
+_C.TRAIN.AUTO_RESUME = True
+# Initial weights (a vidnl checkpoint or a plain state dict). Ignored when auto-resume finds a
+# checkpoint of this run in OUTPUT_DIR/checkpoints: resuming the run wins.
+_C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Allow loading CHECKPOINT_FILE_PATH when some parameter shapes differ (those are skipped and
+# logged), e.g. a classifier with another number of classes. Otherwise a mismatch is an error.
+_C.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH = False
+# Also restore optimizer state and epoch from CHECKPOINT_FILE_PATH (continue that run).
+_C.TRAIN.CHECKPOINT_LOAD_OPTIMIZER = False
+# Clip the global gradient norm to this value (0: no clipping).
+_C.TRAIN.CLIP_GRAD_NORM = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# Testing (multi-view evaluation)
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CfgNode()
+# Run the multi-view test after training (or alone, with TRAIN.ENABLE False).
+_C.TEST.ENABLE = True
+# Dataset name for testing.
+_C.TEST.DATASET = "csv"
+# Clips per forward pass during testing. A video's views are never split across loader items.
+_C.TEST.BATCH_SIZE = 16
+# Weights to test. Empty: the newest checkpoint in OUTPUT_DIR/checkpoints.
+_C.TEST.CHECKPOINT_FILE_PATH = ""
+# Temporal clips per video, uniformly spaced so that together they span first to last frame.
+_C.TEST.NUM_ENSEMBLE_VIEWS = 10
+# Spatial crops per clip: 1 (centre) or 3 (left/centre/right, or top/centre/bottom).
+_C.TEST.NUM_SPATIAL_CROPS = 3
+# How the views of a video are combined: "sum_softmax" (sum of per-view softmax scores, as in
+# the NL paper) or "mean_logits" (average of raw logits). Both are always reported; this picks
+# the one used for the headline video accuracy and the saved predictions.
+_C.TEST.ENSEMBLE_METHOD = "sum_softmax"
+# Which split file is tested: "test" (test.csv) or "val" (val.csv).
+_C.TEST.SPLIT = "test"
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+_C.DATA = CfgNode()
+# Folder holding train.csv, val.csv and test.csv (lines "path label", space separated).
+_C.DATA.PATH_TO_DATA_DIR = ""
+# Prefix joined to every video path in the CSV files (empty: paths are used as they are, and
+# relative paths are taken relative to PATH_TO_DATA_DIR).
+_C.DATA.PATH_PREFIX = ""
+# Separator between path and label in the CSV files.
+_C.DATA.PATH_LABEL_SEPARATOR = " "
+# Frames per clip (T).
+_C.DATA.NUM_FRAMES = 8
+# Stride between sampled frames, in decoded frames.
+_C.DATA.SAMPLING_RATE = 8
+# What to do when a clip runs past the last frame: "pad" (repeat the last frame) or "loop"
+# (start again from the first frame).
+_C.DATA.SHORT_VIDEO_MODE = "pad"
+# Training: the short side is resized to a random value in [MIN, MAX] (scale jitter).
+_C.DATA.TRAIN_JITTER_SCALES = [256, 320]
+# Training crop size (square, pixels).
+_C.DATA.TRAIN_CROP_SIZE = 224
+# Test: the short side is resized to this size and crops of this size are taken.
+_C.DATA.TEST_CROP_SIZE = 256
+# Random horizontal flip in training. Turn off when left/right motion defines the class.
+_C.DATA.RANDOM_FLIP = True
+# Per-channel mean (RGB, on the 0-1 scale) subtracted after scaling frames to [0, 1].
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+# Per-channel standard deviation (RGB) the frames are divided by.
+_C.DATA.STD = [0.225, 0.225, 0.225]
+# Input channels of the model (3 for RGB).
+_C.DATA.INPUT_CHANNEL_NUM = 3
+# Video decoder: "decord" (fast; PyAV is used automatically for a file decord cannot read) or
+# "pyav".
+_C.DATA.DECODING_BACKEND = "decord"
+# Decoder threads per video (0: decoder's choice).
+_C.DATA.DECODING_THREADS = 1
+
+# ---------------------------------------------------------------------------------------------
+# Data loader
+# ---------------------------------------------------------------------------------------------
+_C.DATA_LOADER = CfgNode()
+# Worker processes per data loader (0: load in the main process).
+_C.DATA_LOADER.NUM_WORKERS = 2
+# Pin host memory for faster GPU copies.
+_C.DATA_LOADER.PIN_MEMORY = True
+# How many other samples a training item tries when its video cannot be decoded.
+_C.DATA_LOADER.NUM_RETRIES = 10
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CfgNode()
+# Architecture: "c2d" (2D kernels, temporal pooling only) or "i3d" (inflated 3x1x1 / 3x3x3
+# temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1).
+_C.MODEL.ARCH = "i3d"
+# Number of classes of the classifier.
+_C.MODEL.NUM_CLASSES = 400
+# Dropout rate before the classifier.
+_C.MODEL.DROPOUT_RATE = 0.5
+# Training loss: "cross_entropy".
+_C.MODEL.LOSS_FUNC = "cross_entropy"
+# Label smoothing of the cross-entropy loss (0: none).
+_C.MODEL.LABEL_SMOOTHING = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# ResNet backbone
+# ---------------------------------------------------------------------------------------------
+_C.RESNET = CfgNode()
+# Depth: 18 (basic blocks) or 50 / 101 (bottleneck blocks).
+_C.RESNET.DEPTH = 50
+# Channels of the stem; stage widths are 1x, 2x, 4x, 8x this (times 4 at the output of
+# bottleneck blocks). 64 is the standard ResNet; small values give tiny models for tests.
+_C.RESNET.BASE_WIDTH = 64
+# Temporal max-pool (3x1x1, stride 2) after res2, as in seed 004 Table 1.
+_C.RESNET.TEMPORAL_POOL = True
+# I3D only: per stage, 1 where a residual block gets a temporal kernel. Empty: the paper's
+# pattern (every other block: indices 0, 2, ... in res2-res4 and 1, 3, ... in res5).
+_C.RESNET.INFLATE = []
+# Zero-initialise the last BN of each residual block (the block starts as identity).
+_C.RESNET.ZERO_INIT_FINAL_BN = True
+
+# ---------------------------------------------------------------------------------------------
+# Batch normalisation
+# ---------------------------------------------------------------------------------------------
+_C.BN = CfgNode()
+# BN epsilon.
+_C.BN.EPSILON = 1e-5
+# BN momentum (PyTorch convention).
+_C.BN.MOMENTUM = 0.1
+# Apply weight decay to BN and bias parameters too (False: they get no weight decay).
+_C.BN.WEIGHT_DECAY_ON_BN = False
+
+# ---------------------------------------------------------------------------------------------
+# Nonlocal blocks
+# ---------------------------------------------------------------------------------------------
+_C.NONLOCAL = CfgNode()
+# Per stage (res2..res5), 0-based indices of the residual blocks after which a nonlocal block is
+# inserted. [[], [1, 3], [1, 3, 5], []] is the 5-block R50 of seed 004. [] everywhere: none.
+_C.NONLOCAL.LOCATION = [[], [], [], []]
+# Block type: "nl" (embedded Gaussian, seed 004) or "snl" (spectral nonlocal, seed 000 Eq. 5).
+_C.NONLOCAL.TYPE = "snl"
+# Inner width Cs as a fraction of the input channels (0.5: Cs = C/2 as in the papers).
+_C.NONLOCAL.INNER_RATIO = 0.5
+# Max-pool kernel (T, H, W) applied to phi and g to subsample the graph; [] or [1, 1, 1]: none.
+# [1, 2, 2] is the spatial subsampling of seed 004.
+_C.NONLOCAL.POOL = [1, 2, 2]
+# Which positions form the graph: "spacetime" (all T*H*W positions), "space" (one graph per
+# frame) or "time" (one graph per pixel across frames).
+_C.NONLOCAL.MODE = "spacetime"
+# Computation: "fast" (O(N) factored form for SNL, fused attention for NL), "dense" (builds
+# the N x N affinity; the reference form) or "auto" (picks the faster one by size).
+_C.NONLOCAL.IMPLEMENTATION = "auto"
+# Zero-initialise the scale of the block's output BN so the block starts as the identity.
+_C.NONLOCAL.ZERO_INIT_FINAL_BN = True
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CfgNode()
+# Optimizer: "sgd", "adam" or "adamw".
+_C.SOLVER.OPTIMIZING_METHOD = "sgd"
+# Base learning rate (for TRAIN.BATCH_SIZE clips per step).
+_C.SOLVER.BASE_LR = 0.1
+# Learning-rate policy: "cosine", "steps_with_relative_lrs" or "constant".
+_C.SOLVER.LR_POLICY = "cosine"
+# Cosine: final learning rate at MAX_EPOCH.
+_C.SOLVER.COSINE_END_LR = 0.0
+# Steps policy: epochs where a new stage starts (the first entry must be 0).
+_C.SOLVER.STEPS = [0]
+# Steps policy: learning rate of each stage relative to BASE_LR (same length as STEPS).
+_C.SOLVER.LRS = [1.0]
+# Number of training epochs.
+_C.SOLVER.MAX_EPOCH = 100
+# Momentum (SGD) or beta1 (Adam/AdamW).
+_C.SOLVER.MOMENTUM = 0.9
+# Nesterov momentum for SGD.
+_C.SOLVER.NESTEROV = True
+# Weight decay.
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Linear warm-up length in epochs (0: none).
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+# Learning rate at the start of the warm-up.
+_C.SOLVER.WARMUP_START_LR = 0.01
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------------
+_C.TENSORBOARD = CfgNode()
+# Write TensorBoard events to OUTPUT_DIR/tensorboard.
+_C.TENSORBOARD.ENABLE = True
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults."""
+    return _C.clone()

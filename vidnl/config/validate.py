@@ -1,0 +1,313 @@
+"""Checked merging and validation of configs.
+
+Every user mistake (unknown key, wrong type, value outside the allowed set, nonlocal location
+out of range) becomes one :class:`ConfigError` whose message names the key, the value given,
+where it came from, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any, Iterable
+
+import yaml
+from fvcore.common.config import CfgNode
+
+from ..errors import VidnlUserError
+
+# Allowed values of string / choice keys. Checked after every merge.
+ALLOWED_VALUES = {
+    "TRAIN.DATASET": ("csv",),
+    "TEST.DATASET": ("csv",),
+    "TEST.NUM_SPATIAL_CROPS": (1, 3),
+    "TEST.ENSEMBLE_METHOD": ("sum_softmax", "mean_logits"),
+    "TEST.SPLIT": ("test", "val"),
+    "DATA.SHORT_VIDEO_MODE": ("pad", "loop"),
+    "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "MODEL.ARCH": ("c2d", "i3d"),
+    "MODEL.LOSS_FUNC": ("cross_entropy",),
+    "RESNET.DEPTH": (18, 50, 101),
+    "NONLOCAL.TYPE": ("nl", "snl"),
+    "NONLOCAL.MODE": ("spacetime", "space", "time"),
+    "NONLOCAL.IMPLEMENTATION": ("auto", "fast", "dense"),
+    "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),
+    "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
+}
+
+# Keys that must be > 0 (or >= 0).
+POSITIVE = (
+    "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "DATA.NUM_FRAMES",
+    "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES",
+    "RESNET.BASE_WIDTH", "SOLVER.MAX_EPOCH", "LOG_PERIOD", "DATA.INPUT_CHANNEL_NUM",
+)
+NON_NEGATIVE = (
+    "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.KEEP_CHECKPOINTS", "NUM_GPUS",
+    "DATA_LOADER.NUM_WORKERS", "DATA_LOADER.NUM_RETRIES", "SOLVER.BASE_LR",
+    "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "TRAIN.CLIP_GRAD_NORM", "NUM_THREADS",
+    "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING",
+)
+
+# Residual blocks per stage (res2..res5) for each ResNet depth.
+RESNET_STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+class ConfigError(VidnlUserError, ValueError):
+    """A user error in a config file or override; the message is meant for the user."""
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode):
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def _suggest(key: str, root: CfgNode) -> str:
+    candidates = _all_keys(root)
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not close:  # try the last component alone (e.g. LOCATON -> NONLOCAL.LOCATION)
+        last = key.split(".")[-1]
+        by_last = {c.split(".")[-1]: c for c in candidates}
+        close = [by_last[m] for m in difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.6)]
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list",
+            tuple: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+def _coerce(key: str, default: Any, value: Any, source: str) -> Any:
+    """Return ``value`` converted to the type of ``default`` or raise a ConfigError."""
+    def fail():
+        raise ConfigError(
+            f"{key}: expected a {_type_name(default)} (like {default!r}), got {value!r} "
+            f"({_type_name(value)}) from {source}."
+        )
+
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        fail()
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        fail()
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        fail()
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        fail()
+    if isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        fail()
+    return value
+
+
+def merge_checked(cfg: CfgNode, data: dict, source: str, prefix: str = "") -> None:
+    """Merge the nested mapping ``data`` into ``cfg`` key by key, checking names and types."""
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if k not in cfg:
+            raise ConfigError(f"Unknown config key '{full}' in {source}.{_suggest(full, _ROOT[0])}")
+        default = cfg[k]
+        if isinstance(default, CfgNode):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{full}: expected a group of keys, got {v!r} from {source}.")
+            merge_checked(default, v, source, full + ".")
+        else:
+            cfg[k] = _coerce(full, default, v, source)
+
+
+# The defaults tree used for suggestions (set by load_config; a list so it can be rebound).
+_ROOT: list[CfgNode] = [CfgNode()]
+
+
+def _read_yaml_with_base(path: str, seen: tuple = ()) -> dict:
+    """Read a YAML file; a ``_BASE_`` key names a file (relative to this one) merged first."""
+    import os
+
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must contain a mapping of keys, got {type(data).__name__}.")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+    merged = _read_yaml_with_base(base_path, seen + (path,))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def parse_override_value(text: str) -> Any:
+    """Turn a command-line value into a Python value: literals, YAML, else the string itself."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def overrides_to_dict(opts: Iterable[str]) -> list[tuple[str, Any]]:
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(
+            f"Overrides must come in KEY VALUE pairs; got an odd number of items: {opts}."
+        )
+    return [(opts[i], parse_override_value(opts[i + 1])) for i in range(0, len(opts), 2)]
+
+
+def merge_overrides(cfg: CfgNode, opts: Iterable[str]) -> None:
+    for key, value in overrides_to_dict(opts):
+        nested: dict = {}
+        node = nested
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        merge_checked(cfg, nested, source=f"command-line override '{key} {value}'")
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    node = cfg
+    for p in key.split("."):
+        node = node[p]
+    return node
+
+
+def validate(cfg: CfgNode) -> None:
+    """Check value ranges and cross-key rules of a fully merged config."""
+    for key, allowed in ALLOWED_VALUES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(
+                f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}."
+            )
+    for key in POSITIVE:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {_get(cfg, key)!r}.")
+    for key in NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {_get(cfg, key)!r}.")
+    for key in ("DATA.MEAN", "DATA.STD"):
+        v = _get(cfg, key)
+        if len(v) != cfg.DATA.INPUT_CHANNEL_NUM or not all(isinstance(x, (int, float)) for x in v):
+            raise ConfigError(
+                f"{key}: expected {cfg.DATA.INPUT_CHANNEL_NUM} numbers (DATA.INPUT_CHANNEL_NUM), got {v!r}."
+            )
+    if any(s == 0 for s in cfg.DATA.STD):
+        raise ConfigError(f"DATA.STD: values must be non-zero, got {list(cfg.DATA.STD)!r}.")
+    js = cfg.DATA.TRAIN_JITTER_SCALES
+    if len(js) != 2 or not all(isinstance(x, int) for x in js) or not 0 < js[0] <= js[1]:
+        raise ConfigError(f"DATA.TRAIN_JITTER_SCALES: expected [min, max] ints with 0 < min <= max, got {js!r}.")
+    if js[0] < cfg.DATA.TRAIN_CROP_SIZE:
+        raise ConfigError(
+            f"DATA.TRAIN_JITTER_SCALES: the smallest short side {js[0]} is below "
+            f"DATA.TRAIN_CROP_SIZE {cfg.DATA.TRAIN_CROP_SIZE}; a crop would not fit."
+        )
+    if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
+        raise ConfigError(f"MODEL.DROPOUT_RATE: must be in [0, 1), got {cfg.MODEL.DROPOUT_RATE!r}.")
+    if not 0.0 < cfg.NONLOCAL.INNER_RATIO <= 1.0:
+        raise ConfigError(f"NONLOCAL.INNER_RATIO: must be in (0, 1], got {cfg.NONLOCAL.INNER_RATIO!r}.")
+    pool = list(cfg.NONLOCAL.POOL)
+    if pool and (len(pool) != 3 or not all(isinstance(p, int) and p >= 1 for p in pool)):
+        raise ConfigError(f"NONLOCAL.POOL: expected [] or three ints >= 1 (T, H, W), got {pool!r}.")
+    _validate_solver(cfg)
+    _validate_nonlocal_location(cfg)
+    _validate_inflate(cfg)
+
+
+def _validate_solver(cfg: CfgNode) -> None:
+    s = cfg.SOLVER
+    if s.LR_POLICY == "steps_with_relative_lrs":
+        if len(s.STEPS) != len(s.LRS):
+            raise ConfigError(
+                f"SOLVER.STEPS {list(s.STEPS)} and SOLVER.LRS {list(s.LRS)} must have the same length."
+            )
+        if not s.STEPS or s.STEPS[0] != 0 or list(s.STEPS) != sorted(s.STEPS):
+            raise ConfigError(f"SOLVER.STEPS: must start at 0 and increase, got {list(s.STEPS)}.")
+
+
+def _validate_nonlocal_location(cfg: CfgNode) -> None:
+    loc = cfg.NONLOCAL.LOCATION
+    blocks = RESNET_STAGE_BLOCKS[cfg.RESNET.DEPTH]
+    if len(loc) > len(blocks):
+        raise ConfigError(
+            f"NONLOCAL.LOCATION: {list(loc)!r} names {len(loc)} stages, but a ResNet-"
+            f"{cfg.RESNET.DEPTH} has {len(blocks)} (res2..res5)."
+        )
+    for stage, idx in enumerate(loc):
+        if not isinstance(idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ConfigError(
+                f"NONLOCAL.LOCATION: entry {stage} (res{stage + 2}) must be a list of block indices, got {idx!r}."
+            )
+        for i in idx:
+            if not 0 <= i < blocks[stage]:
+                raise ConfigError(
+                    f"NONLOCAL.LOCATION: index {i} in res{stage + 2} (entry {stage}) is out of range; "
+                    f"ResNet-{cfg.RESNET.DEPTH} res{stage + 2} has {blocks[stage]} blocks, "
+                    f"allowed indices 0..{blocks[stage] - 1}."
+                )
+        if len(set(idx)) != len(idx):
+            raise ConfigError(f"NONLOCAL.LOCATION: repeated index in res{stage + 2}: {idx!r}.")
+
+
+def _validate_inflate(cfg: CfgNode) -> None:
+    inflate = cfg.RESNET.INFLATE
+    if not inflate:
+        return
+    blocks = RESNET_STAGE_BLOCKS[cfg.RESNET.DEPTH]
+    if len(inflate) != len(blocks) or any(
+        not isinstance(s, (list, tuple)) or len(s) != n or not all(v in (0, 1) for v in s)
+        for s, n in zip(inflate, blocks)
+    ):
+        raise ConfigError(
+            f"RESNET.INFLATE: expected one list of 0/1 per stage with {list(blocks)} entries for "
+            f"ResNet-{cfg.RESNET.DEPTH}, got {inflate!r}."
+        )
+
+
+def load_config(cfg_file: str | None = None, opts: Iterable[str] = ()) -> CfgNode:
+    """Defaults <- YAML file (with _BASE_) <- KEY VALUE overrides, then validated."""
+    from .defaults import get_cfg
+
+    cfg = get_cfg()
+    _ROOT[0] = get_cfg()
+    if cfg_file:
+        merge_checked(cfg, _read_yaml_with_base(cfg_file), source=f"config file {cfg_file}")
+    merge_overrides(cfg, opts)
+    validate(cfg)
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,175 @@
+"""The generic CSV video dataset (PySlowFast format).
+
+``{split}.csv`` in the data folder has one video per line: ``path label`` (separator
+configurable; the label is the last field so paths may contain the separator). Relative paths
+are joined to ``path_prefix`` (or to the CSV's folder when no prefix is given).
+
+Items:
+* ``mode="train"``: one random clip, C×T×H×W. If the video cannot be decoded another random
+  video is tried (up to ``num_retries`` times); every failure travels with the item in
+  ``failures`` so the trainer can count and report them, also from worker processes.
+* ``mode="test"``: all K×S views of one video, (K·S)×C×T×H×W, cut from a single decode. A video
+  that cannot be decoded gives ``inputs=None`` and its failure, and is excluded from metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...errors import DatasetError
+from .. import sampling, transforms
+from ..decoding import DecodeError, read_frames
+
+
+@dataclass
+class VideoRecord:
+    path: str
+    label: int
+
+
+def read_csv(csv_path: str, path_prefix: str = "", separator: str = " ") -> list[VideoRecord]:
+    """Parse a ``path label`` file. Raises ValueError naming file and line for malformed lines."""
+    if not os.path.isfile(csv_path):
+        raise DatasetError(f"dataset file not found: {csv_path} (check DATA.PATH_TO_DATA_DIR)")
+    base = path_prefix or os.path.dirname(os.path.abspath(csv_path))
+    records = []
+    with open(csv_path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(separator, 1) if separator != " " else line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise DatasetError(f"{csv_path}:{lineno}: expected 'path{separator}label', got {line!r}")
+            path, label = parts[0].strip(), parts[1].strip()
+            try:
+                label_int = int(label)
+            except ValueError:
+                raise DatasetError(f"{csv_path}:{lineno}: label must be an integer, got {label!r}") from None
+            if label_int < 0:
+                raise DatasetError(f"{csv_path}:{lineno}: label must be >= 0, got {label_int}")
+            records.append(VideoRecord(path if os.path.isabs(path) else os.path.join(base, path), label_int))
+    if not records:
+        raise DatasetError(f"{csv_path}: no videos listed")
+    return records
+
+
+@dataclass
+class ClipConfig:
+    """Plain sampling/transform settings of a dataset (built from the config by ``from_cfg``)."""
+
+    num_frames: int = 8
+    sampling_rate: int = 8
+    short_video_mode: str = "pad"
+    jitter_scales: Sequence[int] = (256, 320)
+    train_crop_size: int = 224
+    test_crop_size: int = 256
+    num_ensemble_views: int = 10
+    num_spatial_crops: int = 3
+    random_flip: bool = True
+    mean: Sequence[float] = (0.45, 0.45, 0.45)
+    std: Sequence[float] = (0.225, 0.225, 0.225)
+    backend: str = "decord"
+    decoding_threads: int = 1
+    num_retries: int = 10
+    seed: int = 0
+
+
+class VideoCSVDataset(Dataset):
+    def __init__(self, records: Sequence[VideoRecord], mode: str, clip: ClipConfig):
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        self.records, self.mode, self.clip = list(records), mode, clip
+        self.epoch = 0
+
+    @classmethod
+    def from_cfg(cls, cfg, split: str, single_view: bool = False) -> "VideoCSVDataset":
+        """Dataset of ``{split}.csv`` in DATA.PATH_TO_DATA_DIR: training clips for "train",
+        otherwise all TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS views per video, or one
+        centred clip and crop with ``single_view`` (PySlowFast-style validation)."""
+        d = cfg.DATA
+        clip = ClipConfig(
+            num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE, short_video_mode=d.SHORT_VIDEO_MODE,
+            jitter_scales=list(d.TRAIN_JITTER_SCALES), train_crop_size=d.TRAIN_CROP_SIZE,
+            test_crop_size=d.TEST_CROP_SIZE,
+            num_ensemble_views=1 if single_view else cfg.TEST.NUM_ENSEMBLE_VIEWS,
+            num_spatial_crops=1 if single_view else cfg.TEST.NUM_SPATIAL_CROPS,
+            random_flip=d.RANDOM_FLIP, mean=list(d.MEAN), std=list(d.STD), backend=d.DECODING_BACKEND,
+            decoding_threads=d.DECODING_THREADS, num_retries=cfg.DATA_LOADER.NUM_RETRIES,
+            seed=cfg.RNG_SEED,
+        )
+        csv_path = os.path.join(d.PATH_TO_DATA_DIR, f"{split}.csv")
+        mode = "train" if split == "train" else "test"
+        return cls(read_csv(csv_path, d.PATH_PREFIX, d.PATH_LABEL_SEPARATOR), mode, clip)
+
+    @property
+    def views_per_video(self) -> int:
+        return 1 if self.mode == "train" else self.clip.num_ensemble_views * self.clip.num_spatial_crops
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training clips depend on (seed, epoch, index, attempt) only: reproducible with any
+        number of workers and after resuming."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    # -- training ---------------------------------------------------------------------------
+    def _train_item(self, index: int) -> dict:
+        c = self.clip
+        failures = []
+        for attempt in range(c.num_retries + 1):
+            rng = np.random.default_rng([c.seed, self.epoch, index, attempt])
+            record = self.records[index]
+            try:
+                decoded = read_frames(
+                    record.path,
+                    lambda n: sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode),
+                    c.backend, c.decoding_threads,
+                )
+            except DecodeError as e:
+                failures.append((record.path, e.reason))
+                index = int(rng.integers(0, len(self.records)))
+                continue
+            clip = transforms.train_transform(
+                transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
+                crop_size=c.train_crop_size, flip=c.random_flip, mean=c.mean, std=c.std, rng=rng,
+            )
+            return {"inputs": clip, "label": record.label, "index": index, "failures": failures}
+        raise RuntimeError(
+            f"{c.num_retries + 1} videos in a row could not be decoded; the last: "
+            f"{failures[-1][0]} ({failures[-1][1]}). Check the dataset with its CSV."
+        )
+
+    # -- testing ----------------------------------------------------------------------------
+    def _test_item(self, index: int) -> dict:
+        c = self.clip
+        record = self.records[index]
+        k = c.num_ensemble_views
+        try:
+            decoded = read_frames(
+                record.path,
+                lambda n: sampling.test_clip_indices(n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1),
+                c.backend, c.decoding_threads,
+            )
+        except DecodeError as e:
+            return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
+        frames = transforms.frames_to_tensor(decoded.frames)  # (K·T)×C×H×W, one decode
+        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
+                                      mean=c.mean, std=c.std)  # S × C×(K·T)×h×w
+        t = c.num_frames
+        out = torch.stack([v[:, i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×C×T×h×w
+        return {"inputs": out, "label": record.label, "index": index, "failures": []}
+
+    def __getitem__(self, index: int) -> dict:
+        return self._train_item(index) if self.mode == "train" else self._test_item(index)
+

@@ -1,0 +1,101 @@
+"""Data loaders, collate functions and the bad-video bookkeeping.
+
+Training batches: {"inputs": B×C×T×H×W, "labels": B, "indices": B, "failures": [(path, why)]}.
+Test batches hold whole videos: {"inputs": (ΣV)×C×T×H×W for the decodable videos, "views":
+views per video, "labels", "indices" of those videos, "failures" of the rest}.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from .datasets import build_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def collate_train(items: list[dict]) -> dict:
+    return {
+        "inputs": torch.stack([it["inputs"] for it in items]),
+        "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "failures": [f for it in items for f in it["failures"]],
+    }
+
+
+def collate_test(items: list[dict]) -> dict:
+    ok = [it for it in items if it["inputs"] is not None]
+    return {
+        "inputs": torch.cat([it["inputs"] for it in ok]) if ok else None,
+        "views": [it["inputs"].shape[0] for it in ok],
+        "labels": torch.tensor([it["label"] for it in ok], dtype=torch.long),
+        "indices": torch.tensor([it["index"] for it in ok], dtype=torch.long),
+        "failed_indices": [it["index"] for it in items if it["inputs"] is None],
+        "failures": [f for it in items for f in it["failures"]],
+    }
+
+
+class FailureLog:
+    """Counts decode failures per file; logs each file the first time it fails and reports
+    the epoch's count on ``end_epoch``."""
+
+    def __init__(self):
+        self.total: Counter = Counter()
+        self.epoch: Counter = Counter()
+        self.reasons: dict[str, str] = {}
+
+    def add(self, failures) -> None:
+        for path, reason in failures:
+            if path not in self.reasons:
+                logger.warning("cannot decode %s: %s (skipped; another video is used instead)", path, reason)
+                self.reasons[path] = reason
+            self.total[path] += 1
+            self.epoch[path] += 1
+
+    def end_epoch(self, epoch: int) -> dict:
+        summary = {"epoch": epoch, "decode_failures": sum(self.epoch.values()), "bad_files": len(self.epoch)}
+        if self.epoch:
+            logger.warning(
+                "epoch %d: %d decode failures in %d files (%s)", epoch, summary["decode_failures"],
+                summary["bad_files"], ", ".join(f"{p} x{n}" for p, n in sorted(self.epoch.items())),
+            )
+        self.epoch = Counter()
+        return summary
+
+    def as_dict(self) -> dict:
+        return {p: {"count": n, "reason": self.reasons[p]} for p, n in sorted(self.total.items())}
+
+
+def build_train_loader(cfg, dataset=None, generator: torch.Generator | None = None) -> DataLoader:
+    """Shuffled, drop-last loader of training clips. Shuffling uses ``generator`` (reseed it
+    per epoch for reproducible orders)."""
+    dataset = dataset if dataset is not None else build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+    batch_size = cfg.TRAIN.BATCH_SIZE
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=RandomSampler(dataset, generator=generator),
+        num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+        pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
+        drop_last=len(dataset) > batch_size,
+        collate_fn=collate_train,
+        generator=generator,
+    )
+
+
+def build_test_loader(cfg, split: str, single_view: bool = False, dataset=None) -> DataLoader:
+    """Loader of whole videos (all their views). About TEST.BATCH_SIZE clips per batch."""
+    dataset = dataset if dataset is not None else build_dataset(cfg.TEST.DATASET, cfg, split, single_view)
+    videos = max(1, cfg.TEST.BATCH_SIZE // dataset.views_per_video)
+    return DataLoader(
+        dataset,
+        batch_size=videos,
+        sampler=SequentialSampler(dataset),
+        num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+        pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
+        collate_fn=collate_test,
+    )

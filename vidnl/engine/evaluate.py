@@ -1,0 +1,147 @@
+"""Multi-view evaluation: every video's K temporal clips × S spatial crops are scored and the
+scores aggregated per video (sum of softmax, as in seed 004 §4.1, and mean of logits).
+
+Videos that cannot be decoded are excluded from every metric and listed in the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.loader import build_test_loader
+from .checkpoint import (CheckpointError, extract_model_state, list_checkpoints,
+                         load_checkpoint_file, load_model_weights)
+from .logging import TensorBoardWriter, log_json_stats, setup_logging
+from .metrics import topk_correct
+from .setup import get_device, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forward: int = 16,
+             ensemble: str = "sum_softmax", desc: str = "test") -> dict:
+    """Score all videos of ``loader`` (a test loader of whole videos).
+
+    Returns clip-level and video-level top-1/top-5 (in %), per-video predictions and the list
+    of videos that could not be decoded.
+    """
+    model.eval()
+    dataset = loader.dataset
+    clip_hits = {1: 0, 5: 0}
+    num_clips = 0
+    video_scores = {"sum_softmax": [], "mean_logits": []}
+    video_labels, video_indices, failed = [], [], []
+    start = time.time()
+    for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
+        for path, reason in batch["failures"]:
+            logger.warning("%s: cannot decode %s: %s (excluded from the metrics)", desc, path, reason)
+        failed.extend({"index": i, "path": dataset.records[i].path, "reason": r}
+                      for i, (_, r) in zip(batch["failed_indices"], batch["failures"]))
+        if batch["inputs"] is None:
+            continue
+        inputs = batch["inputs"]
+        logits = torch.cat([model(inputs[i:i + clips_per_forward].to(device, non_blocking=True)).float().cpu()
+                            for i in range(0, inputs.shape[0], clips_per_forward)])
+        view_labels = torch.repeat_interleave(batch["labels"], torch.tensor(batch["views"]))
+        hits = topk_correct(logits, view_labels)
+        clip_hits[1] += hits[1]
+        clip_hits[5] += hits[5]
+        num_clips += logits.shape[0]
+        for chunk in torch.split(logits, batch["views"]):
+            video_scores["sum_softmax"].append(F.softmax(chunk, dim=1).sum(0))
+            video_scores["mean_logits"].append(chunk.mean(0))
+        video_labels.extend(batch["labels"].tolist())
+        video_indices.extend(batch["indices"].tolist())
+
+    labels = torch.tensor(video_labels, dtype=torch.long)
+    results = {"split_videos": len(dataset), "num_videos": len(video_labels), "num_failed": len(failed),
+               "num_clips": num_clips, "views_per_video": dataset.views_per_video,
+               "clip_top1": 100.0 * clip_hits[1] / max(num_clips, 1),
+               "clip_top5": 100.0 * clip_hits[5] / max(num_clips, 1),
+               "ensemble": ensemble, "time_s": time.time() - start}
+    for method, scores in video_scores.items():
+        s = torch.stack(scores) if scores else torch.zeros(0, 1)
+        hits = topk_correct(s, labels)
+        results[f"video_top1_{method}"] = 100.0 * hits[1] / max(len(labels), 1)
+        results[f"video_top5_{method}"] = 100.0 * hits[5] / max(len(labels), 1)
+    results["video_top1"] = results[f"video_top1_{ensemble}"]
+    results["video_top5"] = results[f"video_top5_{ensemble}"]
+    chosen = torch.stack(video_scores[ensemble]) if video_labels else torch.zeros(0, 1)
+    results["predictions"] = [
+        {"index": i, "path": dataset.records[i].path, "label": y, "pred": int(s.argmax()),
+         "scores": [round(float(v), 6) for v in s]}
+        for i, y, s in zip(video_indices, video_labels, chosen)
+    ]
+    results["failed_videos"] = failed
+    return results
+
+
+def summary(results: dict) -> dict:
+    """The scalar part of evaluation results."""
+    return {k: v for k, v in results.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def resolve_test_checkpoint(cfg) -> str | None:
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        return cfg.TEST.CHECKPOINT_FILE_PATH
+    found = list_checkpoints(cfg.OUTPUT_DIR)
+    return found[-1] if found else None
+
+
+def test(cfg, model: nn.Module | None = None) -> dict:
+    """Multi-view test of ``cfg.TEST.SPLIT``; writes ``OUTPUT_DIR/predictions_<split>.json``."""
+    from ..models import build_model
+
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logging(cfg.OUTPUT_DIR)
+    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+    device = get_device(cfg)
+    if model is None:
+        model = build_model(cfg)
+        path = resolve_test_checkpoint(cfg)
+        if path is None:
+            raise CheckpointError(
+                f"no weights to test: TEST.CHECKPOINT_FILE_PATH is empty and {cfg.OUTPUT_DIR}/checkpoints "
+                f"has no checkpoint. Train first or set TEST.CHECKPOINT_FILE_PATH."
+            )
+        logger.info("testing weights from %s", path)
+        load_model_weights(model, extract_model_state(load_checkpoint_file(path)), source=path)
+    model.to(device)
+    split = cfg.TEST.SPLIT
+    loader = build_test_loader(cfg, split)
+    logger.info("test on %s.csv: %d videos x %d views (%d clips x %d crops), decoded once per video",
+                split, len(loader.dataset), loader.dataset.views_per_video, cfg.TEST.NUM_ENSEMBLE_VIEWS,
+                cfg.TEST.NUM_SPATIAL_CROPS)
+    results = evaluate(model, loader, device, clips_per_forward=cfg.TEST.BATCH_SIZE,
+                       ensemble=cfg.TEST.ENSEMBLE_METHOD, desc=f"test/{split}")
+    out = os.path.join(cfg.OUTPUT_DIR, f"predictions_{split}.json")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, out)
+    log_json_stats({"_type": f"test_{split}", **summary(results)})
+    tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
+    tb.add_scalars(summary(results), 0, f"test_{split}")
+    tb.close()
+    logger.info(
+        "%s: video top-1 %.2f%%  top-5 %.2f%% (%s over %d views)  clip top-1 %.2f%%  on %d videos%s; "
+        "predictions in %s", split, results["video_top1"], results["video_top5"], results["ensemble"],
+        results["views_per_video"], results["clip_top1"], results["num_videos"],
+        f", {results['num_failed']} undecodable videos excluded (listed there)" if results["num_failed"] else "",
+        out,
+    )
+    results["predictions_file"] = out
+    return results
+
+
+__all__ = ["evaluate", "test", "summary"]

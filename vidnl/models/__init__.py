@@ -1,0 +1,8 @@
+"""Backbones, heads and the model registry."""
+
+from .build import MODEL_REGISTRY, build_model, register_model
+from .heads import ClassificationHead
+from .resnet import STAGE_BLOCKS, VideoResNet, default_inflate_pattern
+
+__all__ = ["MODEL_REGISTRY", "build_model", "register_model", "ClassificationHead", "VideoResNet",
+           "STAGE_BLOCKS", "default_inflate_pattern"]

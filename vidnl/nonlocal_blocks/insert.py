@@ -1,0 +1,42 @@
+"""Insert nonlocal blocks after chosen residual blocks of any backbone.
+
+A backbone takes part by exposing ``stages``: a sequence of stage modules, each with
+``num_blocks`` (residual blocks in the stage), ``out_channels`` and ``nonlocal_blocks`` (an
+``nn.ModuleDict`` keyed by the block index as a string). A stage runs block ``i`` and then,
+if present, ``nonlocal_blocks[str(i)]``. Keeping the nonlocal blocks beside the residual blocks
+(not in between them) leaves the backbone's parameter names unchanged, so pretrained 2D/3D
+weights load with or without nonlocal blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch.nn as nn
+
+
+def insert_nonlocal(
+    stages: Sequence[nn.Module],
+    location: Sequence[Sequence[int]],
+    make_block: Callable[[int], nn.Module],
+    stage_names: Sequence[str] | None = None,
+) -> int:
+    """Add ``make_block(channels)`` after block ``i`` of stage ``s`` for every ``i in location[s]``.
+
+    Returns the number of blocks inserted. Out-of-range stages or indices raise ``ValueError``.
+    """
+    names = list(stage_names) if stage_names else [f"stage {s}" for s in range(len(stages))]
+    if len(location) > len(stages):
+        raise ValueError(f"nonlocal location names {len(location)} stages, the backbone has {len(stages)}")
+    count = 0
+    for s, indices in enumerate(location):
+        stage = stages[s]
+        for i in indices:
+            if not 0 <= i < stage.num_blocks:
+                raise ValueError(
+                    f"nonlocal location index {i} out of range for {names[s]} with "
+                    f"{stage.num_blocks} blocks (allowed 0..{stage.num_blocks - 1})"
+                )
+            stage.nonlocal_blocks[str(i)] = make_block(stage.out_channels)
+            count += 1
+    return count
