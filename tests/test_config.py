@@ -78,3 +78,15 @@ def test_run_net_reports_config_errors_without_traceback(opts_flag):
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "MODEL.ARCH" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_shipped_config_loads_and_builds():
+    import glob
+
+    from vidnl.models import build_model
+
+    files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+    assert len(files) >= 6
+    for f in files:
+        cfg = load_config(f, ["RESNET.BASE_WIDTH", "4"])  # tiny width: only the structure matters here
+        build_model(cfg)

@@ -1,0 +1,99 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+from vidnl.config import load_config
+from vidnl.engine import test as run_test
+from vidnl.engine import train
+from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
+
+from conftest import ROOT, tiny_opts
+
+
+def final_state(out_dir):
+    return load_checkpoint_file(list_checkpoints(out_dir)[-1])["model_state"]
+
+
+def test_resume_gives_identical_weights(tiny_dataset, tmp_path):
+    """2 epochs straight == 1 epoch, stop, resume, 1 more epoch (SGD momentum, dropout, random
+    crops; the resumed run even uses 2 loader workers)."""
+    common = {"SOLVER.LR_POLICY": "steps_with_relative_lrs", "SOLVER.STEPS": "[0, 1]", "SOLVER.LRS": "[1.0, 0.1]",
+              "TRAIN.EVAL_PERIOD": 1, "TEST.ENABLE": False}
+    straight = str(tmp_path / "straight")
+    train(load_config(None, tiny_opts(tiny_dataset, straight, **common)))
+
+    resumed = str(tmp_path / "resumed")
+    train(load_config(None, tiny_opts(tiny_dataset, resumed, **common, **{"SOLVER.MAX_EPOCH": 1})))
+    assert [os.path.basename(p) for p in list_checkpoints(resumed)] == ["checkpoint_epoch_00001.pyth"]
+    out = train(load_config(None, tiny_opts(tiny_dataset, resumed, **common, **{"DATA_LOADER.NUM_WORKERS": 2})))
+    assert out["last_epoch"]["epoch"] == 2
+
+    a, b = final_state(straight), final_state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and training did change the weights
+    first = load_checkpoint_file(list_checkpoints(resumed)[0])["model_state"]
+    assert not all(torch.equal(first[k], b[k]) for k in b)
+
+
+def test_bad_videos_are_skipped_counted_and_reported(tiny_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    good = open(data / "train.csv").read()
+    (data / "videos" / "empty.mp4").write_bytes(b"")
+    raw = open(data / "videos" / "train" / "000000.mp4", "rb").read()
+    (data / "videos" / "truncated.mp4").write_bytes(raw[: len(raw) // 3])
+    bad = "videos/empty.mp4 0\nvideos/truncated.mp4 1\nvideos/missing.mp4 0\n"
+    (data / "train.csv").write_text(good + bad * 2)  # listed twice: more chances to be drawn
+    (data / "test.csv").write_text(open(data / "test.csv").read() + "videos/truncated.mp4 1\n")
+    out_dir = str(tmp_path / "out")
+    cfg = load_config(None, tiny_opts(str(data), out_dir, **{"SOLVER.MAX_EPOCH": 3, "DATA_LOADER.NUM_WORKERS": 2,
+                                                              "TRAIN.EVAL_PERIOD": 0}))
+    result = train(cfg)
+    assert result["last_epoch"]["epoch"] == 3
+    report = json.load(open(os.path.join(out_dir, "decode_failures.json")))
+    names = {os.path.basename(p): v for p, v in report.items()}
+    assert set(names) == {"empty.mp4", "truncated.mp4", "missing.mp4"}
+    assert "empty" in names["empty.mp4"]["reason"] and "does not exist" in names["missing.mp4"]["reason"]
+    assert all(v["count"] >= 1 for v in names.values())
+
+    res = run_test(cfg)
+    assert res["num_failed"] == 1 and res["num_videos"] == 4 and res["split_videos"] == 5
+    assert os.path.basename(res["failed_videos"][0]["path"]) == "truncated.mp4"
+    preds = json.load(open(res["predictions_file"]))
+    assert len(preds["predictions"]) == 4
+    assert all(os.path.basename(p["path"]) != "truncated.mp4" for p in preds["predictions"])
+
+
+def test_run_net_end_to_end(tiny_dataset, tmp_path):
+    out_dir = str(tmp_path / "run")
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "run_net.py"), "--cfg",
+           os.path.join(ROOT, "configs", "Synthetic", "I3D_R18_SNL.yaml")]
+    cmd += tiny_opts(tiny_dataset, out_dir, **{"TENSORBOARD.ENABLE": True})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert [os.path.basename(p) for p in list_checkpoints(out_dir)] == ["checkpoint_epoch_00001.pyth",
+                                                                         "checkpoint_epoch_00002.pyth"]
+    assert os.path.exists(os.path.join(out_dir, "checkpoints", "checkpoint_best.pyth"))
+    log = open(os.path.join(out_dir, "log.txt")).read()
+    stats = [json.loads(line.split("json_stats: ", 1)[1]) for line in log.splitlines() if "json_stats: " in line]
+    types = [s["_type"] for s in stats]
+    assert types.count("train_epoch") == 2 and types.count("val_epoch") == 2 and "test_test" in types
+    test_stats = next(s for s in stats if s["_type"] == "test_test")
+    assert test_stats["views_per_video"] == 6 and test_stats["num_clips"] == 24
+    preds = json.load(open(os.path.join(out_dir, "predictions_test.json")))
+    assert len(preds["predictions"]) == 4 and all(len(p["scores"]) == 2 for p in preds["predictions"])
+    # sum of softmax over 6 views
+    assert all(abs(sum(p["scores"]) - 6.0) < 1e-4 for p in preds["predictions"])
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out_dir, "tensorboard")))
+    assert "video top-1" in proc.stdout
+
+    # running again resumes (nothing left to train) and tests again
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert "resumed from" in proc.stdout and "all 2 epochs already done" in proc.stdout
