@@ -15,6 +15,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from ..errors import VidnlUserError
+from ..models.resnet import STAGE_BLOCKS as RESNET_STAGE_BLOCKS  # residual blocks per stage
 
 # Allowed values of string / choice keys. Checked after every merge.
 ALLOWED_VALUES = {
@@ -48,8 +49,6 @@ NON_NEGATIVE = (
     "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING",
 )
 
-# Residual blocks per stage (res2..res5) for each ResNet depth.
-RESNET_STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 class ConfigError(VidnlUserError, ValueError):

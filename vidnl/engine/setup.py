@@ -21,6 +21,9 @@ def seed_everything(seed: int, num_threads: int = 0) -> None:
 
 
 def get_device(cfg) -> torch.device:
+    if cfg.NUM_GPUS > 1:
+        logger.warning("NUM_GPUS=%d: this version trains on one device; multi-GPU data parallelism "
+                       "is not available yet", cfg.NUM_GPUS)
     if cfg.NUM_GPUS > 0 and torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     if cfg.NUM_GPUS > 0:
