@@ -175,19 +175,39 @@ _C.NONLOCAL = CfgNode()
 # Per stage (res2..res5), 0-based indices of the residual blocks after which a nonlocal block is
 # inserted. [[], [1, 3], [1, 3, 5], []] is the 5-block R50 of seed 004. [] everywhere: none.
 _C.NONLOCAL.LOCATION = [[], [], [], []]
-# Block type: "nl" (embedded Gaussian, seed 004) or "snl" (spectral nonlocal, seed 000 Eq. 5).
+# Block type: "nl" (Wang et al., seed 004), "ns" (nonlocal stage), "a2" (double attention),
+# "cgnl" (compact generalised NL, seed 001), "cc" (criss-cross), "snl" (spectral NL, seed 000
+# Eq. 5) or "gsnl" (SNL with the K-term Chebyshev filter). See vidnl/nonlocal_blocks/blocks.py.
 _C.NONLOCAL.TYPE = "snl"
+# Pairwise kernel: "" (the type's default), "embedded_gaussian", "gaussian", "dot", "relu_dot",
+# "concatenation" (nl/ns/snl/gsnl), or "dot" / "embedded_gaussian" / "gaussian" (cgnl).
+_C.NONLOCAL.KERNEL = ""
+# Affinity normalisation: "" (the type's default), "softmax", "mean" (1/N), "random_walk" (D^-1),
+# "symmetric" (D^-1/2 sym D^-1/2) or "none" (nl/ns/snl/gsnl).
+_C.NONLOCAL.NORM = ""
+# Inner width Cs in channels (0: INNER_RATIO times the input channels).
+_C.NONLOCAL.INNER_CHANNELS = 0
 # Inner width Cs as a fraction of the input channels (0.5: Cs = C/2 as in the papers).
 _C.NONLOCAL.INNER_RATIO = 0.5
 # Max-pool kernel (T, H, W) applied to phi and g to subsample the graph; [] or [1, 1, 1]: none.
 # [1, 2, 2] is the spatial subsampling of seed 004.
-_C.NONLOCAL.POOL = [1, 2, 2]
+_C.NONLOCAL.POOL = []
 # Which positions form the graph: "spacetime" (all T*H*W positions), "space" (one graph per
 # frame) or "time" (one graph per pixel across frames).
 _C.NONLOCAL.MODE = "spacetime"
-# Computation: "fast" (O(N) factored form for SNL, fused attention for NL), "dense" (builds
-# the N x N affinity; the reference form) or "auto" (picks the faster one by size).
+# Computation: "fast" (factored O(N) forms, fused attention, chunked or axis-wise forms),
+# "dense" (builds the N x N affinity; the reference form) or "auto" (the cheaper one per call).
 _C.NONLOCAL.IMPLEMENTATION = "auto"
+# gsnl: number K of Chebyshev terms (0: 3). cgnl: Taylor expansion order P (0: 3).
+_C.NONLOCAL.ORDER = 0
+# cgnl: number of channel groups.
+_C.NONLOCAL.GROUPS = 1
+# cc: how many times the criss-cross attention is applied (shared weights).
+_C.NONLOCAL.RECURRENCE = 2
+# ns: number of diffusion stages sharing one affinity.
+_C.NONLOCAL.NS_STAGES = 1
+# a2: number of global descriptors (0: the inner width Cs).
+_C.NONLOCAL.NUM_DESCRIPTORS = 0
 # Zero-initialise the scale of the block's output BN so the block starts as the identity.
 _C.NONLOCAL.ZERO_INIT_FINAL_BN = True
 

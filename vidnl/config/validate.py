@@ -29,7 +29,9 @@ ALLOWED_VALUES = {
     "MODEL.ARCH": ("c2d", "i3d"),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "RESNET.DEPTH": (18, 50, 101),
-    "NONLOCAL.TYPE": ("nl", "snl"),
+    "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
+    "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
+    "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
     "NONLOCAL.MODE": ("spacetime", "space", "time"),
     "NONLOCAL.IMPLEMENTATION": ("auto", "fast", "dense"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),
@@ -40,13 +42,15 @@ ALLOWED_VALUES = {
 POSITIVE = (
     "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "DATA.NUM_FRAMES",
     "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES",
-    "RESNET.BASE_WIDTH", "SOLVER.MAX_EPOCH", "LOG_PERIOD", "DATA.INPUT_CHANNEL_NUM",
+    "RESNET.BASE_WIDTH", "SOLVER.MAX_EPOCH", "LOG_PERIOD", "DATA.INPUT_CHANNEL_NUM", "NONLOCAL.GROUPS",
+    "NONLOCAL.RECURRENCE", "NONLOCAL.NS_STAGES",
 )
 NON_NEGATIVE = (
     "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.KEEP_CHECKPOINTS", "NUM_GPUS",
     "DATA_LOADER.NUM_WORKERS", "DATA_LOADER.NUM_RETRIES", "SOLVER.BASE_LR",
     "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "TRAIN.CLIP_GRAD_NORM", "NUM_THREADS",
-    "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING",
+    "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING", "NONLOCAL.INNER_CHANNELS", "NONLOCAL.ORDER",
+    "NONLOCAL.NUM_DESCRIPTORS",
 )
 
 
@@ -245,6 +249,7 @@ def validate(cfg: CfgNode) -> None:
         raise ConfigError(f"NONLOCAL.POOL: expected [] or three ints >= 1 (T, H, W), got {pool!r}.")
     _validate_solver(cfg)
     _validate_nonlocal_location(cfg)
+    _validate_nonlocal_options(cfg)
     _validate_inflate(cfg)
 
 
@@ -281,6 +286,32 @@ def _validate_nonlocal_location(cfg: CfgNode) -> None:
                 )
         if len(set(idx)) != len(idx):
             raise ConfigError(f"NONLOCAL.LOCATION: repeated index in res{stage + 2}: {idx!r}.")
+
+
+_OPTION_KEYS = {"kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM", "order": "NONLOCAL.ORDER",
+                "groups": "NONLOCAL.GROUPS", "recurrence": "NONLOCAL.RECURRENCE", "num_stages": "NONLOCAL.NS_STAGES",
+                "num_descriptors": "NONLOCAL.NUM_DESCRIPTORS", "pool_size": "NONLOCAL.POOL", "mode": "NONLOCAL.MODE",
+                "implementation": "NONLOCAL.IMPLEMENTATION"}
+
+
+def _validate_nonlocal_options(cfg: CfgNode) -> None:
+    """Build one block of the configured type to check that its options fit together."""
+    if not any(cfg.NONLOCAL.LOCATION):
+        return
+    from ..models.build import nonlocal_options
+    from ..nonlocal_blocks import build_nonlocal_block
+
+    nl = cfg.NONLOCAL
+    groups = nl.GROUPS
+    inner = nl.INNER_CHANNELS or 8 * groups
+    try:
+        build_nonlocal_block(nl.TYPE, 2 * inner, dim_inner=inner,
+                             **nonlocal_options(cfg))
+    except ValueError as e:
+        msg = str(e)
+        for arg, key in _OPTION_KEYS.items():
+            msg = msg.replace(f"option {arg!r}", key).replace(f"{arg}=", f"{key}=")
+        raise ConfigError(f"NONLOCAL.TYPE {nl.TYPE!r}: {msg}") from None
 
 
 def _validate_inflate(cfg: CfgNode) -> None:

@@ -22,21 +22,37 @@ def register_model(name: str):
     return wrap
 
 
+def nonlocal_options(cfg: CfgNode) -> dict:
+    """Block arguments from cfg.NONLOCAL; options left at their defaults are passed as None so
+    that a type which does not take them accepts the config."""
+    nl = cfg.NONLOCAL
+    return {
+        "pool_size": list(nl.POOL) or None,
+        "mode": nl.MODE,
+        "implementation": nl.IMPLEMENTATION,
+        "zero_init_final_bn": nl.ZERO_INIT_FINAL_BN,
+        "bn_eps": cfg.BN.EPSILON,
+        "bn_momentum": cfg.BN.MOMENTUM,
+        "kernel": nl.KERNEL or None,
+        "norm": nl.NORM or None,
+        "order": nl.ORDER or None,
+        "groups": nl.GROUPS if nl.GROUPS != 1 else None,
+        "recurrence": nl.RECURRENCE if nl.RECURRENCE != 2 else None,
+        "num_stages": nl.NS_STAGES if nl.NS_STAGES != 1 else None,
+        "num_descriptors": nl.NUM_DESCRIPTORS or None,
+    }
+
+
+def nonlocal_inner_channels(cfg: CfgNode, dim: int) -> int:
+    return cfg.NONLOCAL.INNER_CHANNELS or max(1, int(round(dim * cfg.NONLOCAL.INNER_RATIO)))
+
+
 def nonlocal_factory(cfg: CfgNode) -> Callable[[int], nn.Module]:
     """A function channels -> nonlocal block, configured by cfg.NONLOCAL and cfg.BN."""
-    nl = cfg.NONLOCAL
+    options = nonlocal_options(cfg)
 
     def make(dim: int) -> nn.Module:
-        return build_nonlocal_block(
-            nl.TYPE, dim,
-            dim_inner=max(1, int(round(dim * nl.INNER_RATIO))),
-            pool_size=list(nl.POOL) or None,
-            mode=nl.MODE,
-            implementation=nl.IMPLEMENTATION,
-            zero_init_final_bn=nl.ZERO_INIT_FINAL_BN,
-            bn_eps=cfg.BN.EPSILON,
-            bn_momentum=cfg.BN.MOMENTUM,
-        )
+        return build_nonlocal_block(cfg.NONLOCAL.TYPE, dim, dim_inner=nonlocal_inner_channels(cfg, dim), **options)
     return make
 
 

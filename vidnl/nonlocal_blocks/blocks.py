@@ -1,14 +1,22 @@
-"""Nonlocal blocks as nn.Modules sharing one skeleton (DESIGN.md):
+"""The nonlocal family as nn.Modules sharing one skeleton (DESIGN.md, seed 000 Table 1):
 
-    Y = X + BN( F(A, Z) ),   Z = g(X),   A = normalise( f(theta(X), phi(X)) )
+    Y = X + Norm( F(A, Z) ),   Z = g(X),   A = normalise( f(θ(X), φ(X)) ),   F = Σ_k T_k(A) Z W_k
 
-``NonLocalBlock`` owns the projections theta, phi, g (1×1×1 convs C -> Cs), the optional
-max-pool subsampling of phi and g, the graph layout (``mode``) and the output BN whose scale
-starts at zero (the block starts as the identity). Each variant supplies ``aggregate`` (how
-``A g`` is computed, dense or fast) and ``filter`` (the Chebyshev terms with their output
-projections back to C channels).
+| block | paper            | affinity A                           | filter F(A, Z)                  |
+|-------|------------------|--------------------------------------|---------------------------------|
+| NL    | seed 004         | softmax / (1/N) of 4 pairwise kernels | A Z W                           |
+| NS    | Tao et al. 2018  | D⁻¹ M (softmax), shared by S stages  | −Z W + A Z W  (W1 = W2 = −W)     |
+| A2    | Chen et al. 2018 | softmax_n(V) softmax_N(B)ᵀ           | A Z W                           |
+| CGNL  | seed 001         | Taylor kernel on channel·position    | A vec(Z) W, group norm          |
+| CC    | Huang et al. 2019| softmax over row, column, time line  | A Z W, recurrent R times        |
+| SNL   | seed 000 Eq. 5   | D^-½ sym(relu(θ)relu(φ)ᵀ) D^-½       | Z W1 + A Z W2                   |
+| gSNL  | seed 000 Eq. 4   | as SNL                               | Σ_{k<K} T_k(A) Z W_{k+1}        |
 
-All blocks take B×C×T×H×W and return the same shape.
+All blocks take B×C×L (1D), B×C×H×W (2D) or B×C×T×H×W (3D) and return the same shape. The
+output normalisation's scale starts at zero (``zero_init_final_bn``), so a new block is the
+identity and can be inserted into a pretrained network. Projections are 1×1×1 convolutions
+without bias (so one block at res4 of ResNet-50 adds exactly the parameters of seed 000
+Table 6: NL 4·C·Cs, SNL 5·C·Cs, plus the output BN).
 """
 
 from __future__ import annotations
@@ -48,124 +56,361 @@ def from_nodes(y: torch.Tensor, mode: str, shape: Sequence[int]) -> torch.Tensor
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-class NonLocalBlock(nn.Module):
-    """The shared skeleton. Subclasses implement :meth:`aggregate` and :meth:`filter`.
+def _as_5d(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 5:
+        return x
+    if x.dim() == 4:
+        return x.unsqueeze(2)
+    if x.dim() == 3:
+        return x.unsqueeze(2).unsqueeze(2)
+    raise ValueError(f"nonlocal blocks take B×C×L, B×C×H×W or B×C×T×H×W, got shape {tuple(x.shape)}")
 
-    Args:
-        dim: input/output channels C.
-        dim_inner: inner channels Cs (default C // 2).
-        pool_size: max-pool kernel (T, H, W) for phi and g; None or (1, 1, 1) for none. In
-            ``space`` mode the time entry is ignored, in ``time`` mode the spatial ones.
-        mode: "spacetime", "space" or "time" (which positions form one graph).
-        implementation: "fast", "dense" or "auto".
-        num_filter_terms: number of output projections (Chebyshev terms) of the filter.
-        zero_init_final_bn: start the output BN scale at 0, so the block is the identity.
+
+def _conv(cin: int, cout: int, bias: bool, groups: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(cin, cout, 1, bias=bias, groups=groups)
+
+
+DEFAULT_NORM = {"embedded_gaussian": "softmax", "gaussian": "softmax", "dot": "mean", "relu_dot": "mean",
+                "concatenation": "mean"}
+
+
+class NonLocalBase(nn.Module):
+    """Shared skeleton: dims, graph layout (``mode``), subsampling of keys/values
+    (``pool_size`` (T, H, W); the time entry is ignored in ``space`` mode and the spatial ones in
+    ``time`` mode), implementation choice, and the output normalisation.
+
+    Subclasses implement ``residual(x)`` (B×C×T×H×W -> F, same shape); ``forward`` returns
+    ``x + norm(residual(x))`` (NS and CC override ``forward_5d``).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        dim_inner: int | None = None,
-        *,
-        pool_size: Sequence[int] | None = (1, 2, 2),
-        mode: str = "spacetime",
-        implementation: str = "auto",
-        num_filter_terms: int = 1,
-        zero_init_final_bn: bool = True,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-    ):
+    supports_pool = True
+    supported_modes = MODES
+
+    def __init__(self, dim: int, dim_inner: int | None = None, *, pool_size: Sequence[int] | None = None,
+                 mode: str = "spacetime", implementation: str = "auto", zero_init_final_bn: bool = True,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        name = type(self).__name__
+        if mode not in self.supported_modes:
+            raise ValueError(f"{name}: mode {mode!r} is not supported; allowed: {self.supported_modes}")
         if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-        dim_inner = dim_inner or max(1, dim // 2)
-        self.dim, self.dim_inner, self.mode, self.implementation = dim, dim_inner, mode, implementation
-        self.theta = nn.Conv3d(dim, dim_inner, 1)
-        self.phi = nn.Conv3d(dim, dim_inner, 1)
-        self.g = nn.Conv3d(dim, dim_inner, 1)
+            raise ValueError(f"{name}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         kernel = tuple(pool_size) if pool_size else (1, 1, 1)
+        if len(kernel) != 3:
+            raise ValueError(f"{name}: pool_size must be (T, H, W), got {pool_size!r}")
         if mode == "space":
             kernel = (1,) + kernel[1:]
         elif mode == "time":
             kernel = kernel[:1] + (1, 1)
+        if kernel != (1, 1, 1) and not self.supports_pool:
+            raise ValueError(f"{name} does not support subsampling (pool_size={tuple(pool_size)}); use none")
+        self.dim = dim
+        self.dim_inner = dim_inner or max(1, dim // 2)
+        self.mode, self.implementation, self.bias = mode, implementation, bias
         self.pool_kernel = kernel
         self.pool = nn.MaxPool3d(kernel, stride=kernel, ceil_mode=True) if kernel != (1, 1, 1) else None
-        self.out_proj = nn.ModuleList(nn.Conv3d(dim_inner, dim, 1) for _ in range(num_filter_terms))
-        self.bn = nn.BatchNorm3d(dim, eps=bn_eps, momentum=bn_momentum)
-        if zero_init_final_bn:
-            nn.init.zeros_(self.bn.weight)
+        self.zero_init_final_bn = zero_init_final_bn
+        self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
+        self.bn = self.make_norm()
+
+    def make_norm(self) -> nn.Module:
+        bn = nn.BatchNorm3d(self.dim, eps=self.bn_eps, momentum=self.bn_momentum)
+        if self.zero_init_final_bn:
+            nn.init.zeros_(bn.weight)
+        return bn
 
     @property
     def subsampled(self) -> bool:
         return self.pool is not None
 
-    def aggregate(self, theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """A g for G×N×Cs queries and G×M×Cs keys/values -> G×N×Cs."""
+    def pooled(self, t: torch.Tensor) -> torch.Tensor:
+        return self.pool(t) if self.pool is not None else t
+
+    def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int) -> bool:
+        if self.implementation == "dense":
+            return False
+        if self.implementation == "fast":
+            return True
+        return NF.has_fast_form(kernel, norm) and NF.fast_is_cheaper(kernel, n, m, cs, cv)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def filter(self, z: torch.Tensor, az: torch.Tensor) -> torch.Tensor:
-        """F(A, Z) from Z and A Z (both B×Cs×T×H×W) -> B×C×T×H×W."""
-        raise NotImplementedError
+    def forward_5d(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn(self.residual(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: B×C×T×H×W -> B×C×T×H×W."""
-        theta, phi, z = self.theta(x), self.phi(x), self.g(x)
-        g = z
-        if self.pool is not None:
-            phi, g = self.pool(phi), self.pool(g)
-        agg = self.aggregate(to_nodes(theta, self.mode), to_nodes(phi, self.mode), to_nodes(g, self.mode))
-        az = from_nodes(agg, self.mode, theta.shape)
-        return x + self.bn(self.filter(z, az))
+        return self.forward_5d(_as_5d(x)).reshape(x.shape)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, dim_inner={self.dim_inner}, mode={self.mode}, "
-                f"pool={self.pool_kernel}, implementation={self.implementation}")
+        return (f"dim={self.dim}, dim_inner={self.dim_inner}, mode={self.mode}, pool={self.pool_kernel}, "
+                f"implementation={self.implementation}")
 
 
-class NL(NonLocalBlock):
-    """Nonlocal block of Wang et al. (seed 004), embedded-Gaussian affinity:
-    Y = X + BN(W_z · softmax(θ φ^T) g). Fast form: fused scaled_dot_product_attention."""
+class PairwiseBlock(NonLocalBase):
+    """Blocks whose affinity is a pairwise kernel of θ(X) and φ(X): NL, NS, SNL, gSNL."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, **kwargs):
-        super().__init__(dim, dim_inner, num_filter_terms=1, **kwargs)
+    default_kernel = "embedded_gaussian"
 
-    def aggregate(self, theta, phi, g):
-        if self.implementation == "dense":
-            return NF.embedded_gaussian_dense(theta, phi, g)
-        return NF.embedded_gaussian_fast(theta, phi, g)
+    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, norm: str | None = None, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        self.kernel = kernel or self.default_kernel
+        self.norm = norm or self.default_norm(self.kernel)
+        try:
+            NF.check_kernel_norm(self.kernel, self.norm)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+        if self.implementation == "fast" and not NF.has_fast_form(self.kernel, self.norm):
+            raise ValueError(f"{type(self).__name__}: kernel {self.kernel!r} with normalisation {self.norm!r} "
+                             f"has no fast form; use implementation 'dense' or 'auto'")
+        cs = self.dim_inner
+        if self.kernel == "gaussian":  # f = exp(x_i·x_j) on the input itself (seed 004 Eq. 2)
+            self.theta = self.phi = None
+        else:
+            self.theta, self.phi = _conv(dim, cs, self.bias), _conv(dim, cs, self.bias)
+        self.concat = nn.Linear(2 * cs, 1, bias=False) if self.kernel == "concatenation" else None
 
-    def filter(self, z, az):
+    def default_norm(self, kernel: str) -> str:
+        return DEFAULT_NORM[kernel]
+
+    def affinity_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ on all nodes (G×N×Cs) and φ on the key nodes (G×M×Cs)."""
+        if self.theta is None:
+            return to_nodes(x, self.mode), to_nodes(self.pooled(x), self.mode)
+        return to_nodes(self.theta(x), self.mode), to_nodes(self.pooled(self.phi(x)), self.mode)
+
+    def operator(self, theta: torch.Tensor, phi: torch.Tensor, cv: int) -> NF.Operator:
+        """v ↦ A v on this block's graph (fast or dense per ``implementation``)."""
+        concat = None
+        if self.concat is not None:
+            w = self.concat.weight[0]
+            concat = (w[: self.dim_inner], w[self.dim_inner:])
+        fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv)
+        return NF.affinity_operator(theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
+
+    def affinity(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense affinity A (G×N×M) of input x, for inspection and visualisation."""
+        theta, phi = self.affinity_inputs(_as_5d(x))
+        concat = None
+        if self.concat is not None:
+            w = self.concat.weight[0]
+            concat = (w[: self.dim_inner], w[self.dim_inner:])
+        return NF.affinity_dense(theta, phi, self.kernel, self.norm, self.subsampled, concat)
+
+
+class NL(PairwiseBlock):
+    """Nonlocal block of Wang et al. (seed 004): Y = X + BN(W_z · A g(X)). Kernels: embedded
+    Gaussian (default; softmax via fused attention), Gaussian, dot product and concatenation
+    (both 1/N), relu_dot."""
+
+    def __init__(self, dim, dim_inner=None, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        self.g = _conv(dim, self.dim_inner, self.bias)
+        self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
+
+    def residual(self, x):
+        theta, phi = self.affinity_inputs(x)
+        z = self.g(x)
+        g = to_nodes(self.pooled(z), self.mode)
+        az = from_nodes(self.operator(theta, phi, g.shape[-1])(g), self.mode, z.shape)
         return self.out_proj[0](az)
 
 
-class SNL(NonLocalBlock):
-    """Spectral nonlocal block (seed 000 Eq. 5): Y = X + BN(Z W1 + A Z W2) with the symmetric
-    normalised affinity A = D^-1/2 ((M + M^T)/2) D^-1/2, M = relu(θ) relu(φ)^T.
-    Fast form: O(N) by associativity (see ``functional.snl_fast``)."""
+class SNL(PairwiseBlock):
+    """Spectral nonlocal block (seed 000 Eq. 5), and with ``order`` K > 2 the Chebyshev gSNL:
+    F = Σ_{k<K} T_k(A) Z W_{k+1}, T_0 = I, T_1 = A, T_k = 2 A T_{k−1} − T_{k−2}. Default affinity:
+    A = D^-½ ((M + Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ, applied in O(N) by associativity."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, **kwargs):
-        super().__init__(dim, dim_inner, num_filter_terms=2, **kwargs)
+    default_kernel = "relu_dot"
+    default_order = 2
 
-    def use_fast(self, num_nodes: int, num_keys: int) -> bool:
-        if self.implementation == "auto":
-            return NF.snl_fast_is_cheaper(num_nodes, num_keys, self.dim_inner)
-        return self.implementation == "fast"
+    def __init__(self, dim, dim_inner=None, *, order: int | None = None, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        self.order = order or self.default_order
+        if self.order < 1:
+            raise ValueError(f"{type(self).__name__}: order must be >= 1, got {self.order}")
+        if self.order > 2 and self.subsampled:
+            raise ValueError(f"{type(self).__name__}: order {self.order} > 2 applies A repeatedly and needs a "
+                             f"square affinity; it does not support subsampling (pool_size={self.pool_kernel})")
+        self.g = _conv(dim, self.dim_inner, self.bias)
+        self.out_proj = nn.ModuleList(_conv(self.dim_inner, dim, self.bias) for _ in range(self.order))
 
-    def aggregate(self, theta, phi, g):
-        fn = NF.snl_fast if self.use_fast(theta.shape[-2], phi.shape[-2]) else NF.snl_dense
-        return fn(theta, phi, g, bipartite=self.subsampled)
+    def default_norm(self, kernel: str) -> str:
+        return "symmetric"
 
-    def filter(self, z, az):
-        return self.out_proj[0](z) + self.out_proj[1](az)
+    def residual(self, x):
+        z = self.g(x)
+        if self.order == 1:
+            return self.out_proj[0](z)
+        theta, phi = self.affinity_inputs(x)
+        zn = to_nodes(z, self.mode)
+        op = self.operator(theta, phi, zn.shape[-1])
+        terms = NF.chebyshev_terms(op, zn, to_nodes(self.pooled(z), self.mode), self.order)
+        return sum(w(from_nodes(t, self.mode, z.shape)) for w, t in zip(self.out_proj, terms))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", kernel={self.kernel}, norm={self.norm}, order={self.order}"
 
 
-BLOCK_TYPES = {"nl": NL, "snl": SNL}
+class GSNL(SNL):
+    """gSNL: SNL with the K-term Chebyshev filter (default K = 3)."""
+
+    default_order = 3
 
 
-def build_nonlocal_block(block_type: str, dim: int, **kwargs) -> NonLocalBlock:
-    """Construct a block by name ("nl", "snl") with plain arguments."""
+class NS(PairwiseBlock):
+    """Nonlocal stage (Tao et al. 2018; seed 000 Table 1): the random-walk (softmax) affinity of
+    the input is computed once and shared by ``num_stages`` diffusion steps
+    X_s = X_{s−1} + BN_s(−Z_s W_s + A Z_s W_s), Z_s = g_s(X_{s−1})."""
+
+    def __init__(self, dim, dim_inner=None, *, num_stages: int = 1, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        if num_stages < 1:
+            raise ValueError(f"NS: num_stages must be >= 1, got {num_stages}")
+        self.num_stages = num_stages
+        self.g = nn.ModuleList(_conv(dim, self.dim_inner, self.bias) for _ in range(num_stages))
+        self.out_proj = nn.ModuleList(_conv(self.dim_inner, dim, self.bias) for _ in range(num_stages))
+        self.bns = nn.ModuleList([self.bn] + [self.make_norm() for _ in range(num_stages - 1)])
+
+    def forward_5d(self, x):
+        theta, phi = self.affinity_inputs(x)
+        op = None
+        for g, w, bn in zip(self.g, self.out_proj, self.bns):
+            z = g(x)
+            zk = to_nodes(self.pooled(z), self.mode)
+            if op is None:
+                op = self.operator(theta, phi, zk.shape[-1])
+            az = from_nodes(op(zk), self.mode, z.shape)
+            x = x + bn(w(az - z))
+        return x
+
+
+class A2(NonLocalBase):
+    """Double attention block (Chen et al. 2018; seed 000 Table 1: F = M Z W with
+    M = softmax_desc(X W_v) softmax_pos(X W_b)ᵀ): gather ``num_descriptors`` global descriptors
+    with attention maps over positions, distribute them with per-position attention."""
+
+    def __init__(self, dim, dim_inner=None, *, num_descriptors: int | None = None, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        self.num_descriptors = num_descriptors or self.dim_inner
+        self.g = _conv(dim, self.dim_inner, self.bias)  # features Z (seed: A)
+        self.gather = _conv(dim, self.num_descriptors, self.bias)  # attention maps (seed: B)
+        self.distribute = _conv(dim, self.num_descriptors, self.bias)  # attention vectors (seed: V)
+        self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
+
+    def residual(self, x):
+        z = self.g(x)
+        zk = to_nodes(self.pooled(z), self.mode)
+        gl = to_nodes(self.pooled(self.gather(x)), self.mode)
+        dl = to_nodes(self.distribute(x), self.mode)
+        fast = self.implementation != "dense"
+        out = (NF.double_attention_fast if fast else NF.double_attention_dense)(gl, dl, zk)
+        return self.out_proj[0](from_nodes(out, self.mode, z.shape))
+
+
+class CGNL(NonLocalBase):
+    """Compact generalised nonlocal block (seed 001): within each of ``groups`` channel groups,
+    every (position, channel) pair is a node; f is the dot product or the Taylor expansion (order
+    ``order``) of the embedded Gaussian / Gaussian (RBF with ``gamma``) kernel; vec(Y) = Θ (Φᵀ g)
+    in O(N·C). Output: grouped 1×1×1 conv and group normalisation (seed 001 Eq. 13)."""
+
+    KERNELS = ("dot", "embedded_gaussian", "gaussian")
+
+    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, order: int | None = None,
+                 groups: int = 1, gamma: float = 0.5, **kw):
+        inner = dim_inner or max(1, dim // 2)
+        if groups < 1 or inner % groups or dim % groups:
+            raise ValueError(f"CGNL: groups={groups} must divide the inner channels {inner} and the channels {dim}")
+        self.groups = groups
+        super().__init__(dim, dim_inner, **kw)
+        self.kernel = kernel or "dot"
+        if self.kernel not in self.KERNELS:
+            raise ValueError(f"CGNL: kernel must be one of {self.KERNELS}, got {self.kernel!r}")
+        self.order = 1 if self.kernel == "dot" else (order if order is not None else 3)
+        if self.order < 1:
+            raise ValueError(f"CGNL: Taylor order must be >= 1, got {self.order}")
+        self.gamma = gamma
+        self.theta, self.phi, self.g = (_conv(dim, self.dim_inner, self.bias) for _ in range(3))
+        self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias, groups=groups)])
+
+    def make_norm(self) -> nn.Module:
+        gn = nn.GroupNorm(self.groups, self.dim, eps=self.bn_eps)
+        if self.zero_init_final_bn:
+            nn.init.zeros_(gn.weight)
+        return gn
+
+    def residual(self, x):
+        cg = self.dim_inner // self.groups
+
+        def grouped(t):  # B×Cs×T×H×W -> (G_graph·groups)×(N·cg)
+            n = to_nodes(t, self.mode)  # G×N×Cs
+            return n.reshape(n.shape[0], n.shape[1], self.groups, cg).permute(0, 2, 1, 3).reshape(
+                n.shape[0] * self.groups, n.shape[1] * cg)
+
+        theta = self.theta(x)
+        phi, g = self.pooled(self.phi(x)), self.pooled(self.g(x))
+        fn = NF.cgnl_dense if self.implementation == "dense" else NF.cgnl_fast
+        y = fn(grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma)
+        n_graphs = y.shape[0] // self.groups
+        n_nodes = y.shape[1] // cg
+        y = y.reshape(n_graphs, self.groups, n_nodes, cg).permute(0, 2, 1, 3).reshape(n_graphs, n_nodes, -1)
+        return self.out_proj[0](from_nodes(y, self.mode, theta.shape))
+
+
+class CC(NonLocalBase):
+    """Criss-cross attention (Huang et al. 2019; seed 000 Table 1): each position attends to its
+    row and column (and, in 3D, its time line) with one softmax; applied ``recurrence`` times
+    with shared weights so information reaches every position (R = 2 for 2D). Never builds
+    the N×N matrix in the fast form."""
+
+    supports_pool = False
+    supported_modes = ("spacetime",)
+
+    def __init__(self, dim, dim_inner=None, *, recurrence: int = 2, **kw):
+        super().__init__(dim, dim_inner, **kw)
+        if recurrence < 1:
+            raise ValueError(f"CC: recurrence must be >= 1, got {recurrence}")
+        self.recurrence = recurrence
+        self.theta, self.phi, self.g = (_conv(dim, self.dim_inner, self.bias) for _ in range(3))
+        self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
+
+    def residual(self, x):
+        def last(t):  # B×C×T×H×W -> B×T×H×W×C
+            return t.permute(0, 2, 3, 4, 1)
+        fn = NF.criss_cross_dense if self.implementation == "dense" else NF.criss_cross_fast
+        out = fn(last(self.theta(x)), last(self.phi(x)), last(self.g(x)))
+        return self.out_proj[0](out.permute(0, 4, 1, 2, 3))
+
+    def forward_5d(self, x):
+        for _ in range(self.recurrence):
+            x = x + self.bn(self.residual(x))
+        return x
+
+
+BLOCK_TYPES = {"nl": NL, "ns": NS, "a2": A2, "cgnl": CGNL, "cc": CC, "snl": SNL, "gsnl": GSNL}
+
+# Which optional arguments each block type takes (others must be left at their defaults).
+TYPE_OPTIONS = {
+    "nl": {"kernel", "norm"},
+    "ns": {"kernel", "norm", "num_stages"},
+    "a2": {"num_descriptors"},
+    "cgnl": {"kernel", "order", "groups"},
+    "cc": {"recurrence"},
+    "snl": {"kernel", "norm"},
+    "gsnl": {"kernel", "norm", "order"},
+}
+
+
+def build_nonlocal_block(block_type: str, dim: int, **kwargs) -> NonLocalBase:
+    """Construct a block by name with plain arguments. Options the type does not take raise
+    ValueError naming both (pass None to leave an option at the type's default)."""
     if block_type not in BLOCK_TYPES:
         raise ValueError(f"unknown nonlocal block type {block_type!r}; choose one of {sorted(BLOCK_TYPES)}")
+    optional = {"kernel", "norm", "order", "groups", "recurrence", "num_stages", "num_descriptors"}
+    for key in optional & set(kwargs):
+        if kwargs[key] is None:
+            kwargs.pop(key)
+        elif key not in TYPE_OPTIONS[block_type]:
+            raise ValueError(f"nonlocal type {block_type!r} does not take option {key!r} (got {kwargs[key]!r}); "
+                             f"it takes {sorted(TYPE_OPTIONS[block_type]) or 'none'}")
     return BLOCK_TYPES[block_type](dim, **kwargs)

@@ -1,108 +1,349 @@
 """Pure tensor functions of the nonlocal family: dense reference forms and fast exact forms.
 
-Notation (seed 000, DESIGN.md): nodes are flattened positions. ``theta`` is B×N×Cs (queries,
-one row per output position), ``phi`` and ``g`` are B×M×Cs (keys and values; M = N without
-subsampling, M < N when phi and g are max-pooled). Every function returns B×N×Cs, the
-aggregated features ``A g`` before the output projection.
+Notation (seed 000, DESIGN.md): nodes are flattened positions. ``theta`` is G×N×Cs (queries,
+one row per output node), ``phi`` and ``g`` are G×M×Cs (keys and values; M = N without
+subsampling, M < N when phi and g are max-pooled). Aggregations return G×N×Cv: ``A g``.
 
-Dense forms build the N×M affinity explicitly: they are the reference the fast forms are tested
-against (to float64 precision) and are faster only for very small graphs.
+An affinity is a pairwise kernel followed by a normalisation:
+
+kernels  ``embedded_gaussian`` exp(θ_i·φ_j) (seed 004 Eq. 3; ``gaussian`` is the same on the
+         raw input, the block passes x as θ and φ), ``dot`` θ_i·φ_j, ``relu_dot``
+         relu(θ_i)·relu(φ_j) (the SNL reference kernel, non-negative), ``concatenation``
+         relu(w_θ·θ_i + w_φ·φ_j) (seed 004 Eq. 5, the weights of a linear layer on [θ_i, φ_j]).
+norms    ``softmax`` (exp kernels: D⁻¹ exp(·), computed stably), ``mean`` (1/M), ``random_walk``
+         (D⁻¹ M), ``symmetric`` (D^-½ ((M+Mᵀ)/2) D^-½; with subsampling, where M is N×M and
+         cannot be symmetrised, the bipartite form D_r^-½ M D_c^-½), ``none``. Rows (or columns)
+         of zero degree give 0.
+
+Dense forms build the N×M matrix; they are the reference the fast forms are tested against (to
+1e-10 in float64). Fast forms never build it: softmax through ``scaled_dot_product_attention``,
+dot-product kernels by associativity in O((N+M)·Cs·Cv), concatenation in row chunks.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
+KERNELS = ("embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation")
+NORMS = ("softmax", "mean", "random_walk", "symmetric", "none")
+EXP_KERNELS = ("embedded_gaussian", "gaussian")
+FACTORABLE_KERNELS = ("dot", "relu_dot")
+NONNEGATIVE_KERNELS = ("embedded_gaussian", "gaussian", "relu_dot", "concatenation")
+CONCAT_CHUNK_ROWS = 1024
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_kernel_norm(kernel: str, norm: str) -> None:
+    """Raise ValueError for a kernel/normalisation pair that is not defined."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if norm not in NORMS:
+        raise ValueError(f"normalisation must be one of {NORMS}, got {norm!r}")
+    if norm == "softmax" and kernel not in EXP_KERNELS:
+        raise ValueError(f"normalisation 'softmax' needs an exponential kernel {EXP_KERNELS}, got {kernel!r}")
+    if norm in ("random_walk", "symmetric") and kernel not in NONNEGATIVE_KERNELS:
+        raise ValueError(f"normalisation {norm!r} needs a non-negative kernel {NONNEGATIVE_KERNELS} "
+                         f"(degrees must be >= 0), got {kernel!r}")
+
+
+def has_fast_form(kernel: str, norm: str) -> bool:
+    """Whether ``affinity_operator(..., fast=True)`` exists for this pair."""
+    if kernel in EXP_KERNELS:
+        return norm == "softmax"
+    if kernel == "concatenation":
+        return norm != "symmetric"
+    return True
+
+
+def _inv(d: torch.Tensor, power: float) -> torch.Tensor:
+    """d^power where d > 0, else 0; gradient-safe at d = 0."""
+    positive = d > 0
+    safe = torch.where(positive, d, torch.ones_like(d))
+    return torch.where(positive, safe.pow(power), torch.zeros_like(d))
+
+
+def _inv_sqrt(d: torch.Tensor) -> torch.Tensor:
+    return _inv(d, -0.5)
+
 
 # ----------------------------------------------------------------------------------------------
-# NL, embedded Gaussian (seed 004 Eq. 3): A = softmax_j(theta_i . phi_j), no 1/sqrt(d) scaling.
+# Dense reference
 # ----------------------------------------------------------------------------------------------
-def embedded_gaussian_affinity(theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-    """A = softmax(theta phi^T) over keys. theta B×N×Cs, phi B×M×Cs -> B×N×M."""
-    return torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
+def kernel_matrix(theta: torch.Tensor, phi: torch.Tensor, kernel: str,
+                  concat_weight: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Unnormalised pairwise kernel. -> G×N×M."""
+    if kernel in EXP_KERNELS:
+        return torch.exp(theta @ phi.transpose(-1, -2))
+    if kernel == "dot":
+        return theta @ phi.transpose(-1, -2)
+    if kernel == "relu_dot":
+        return F.relu(theta) @ F.relu(phi).transpose(-1, -2)
+    if kernel == "concatenation":
+        w_t, w_p = concat_weight
+        return F.relu((theta @ w_t).unsqueeze(-1) + (phi @ w_p).unsqueeze(-2))
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
-def embedded_gaussian_dense(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Reference: explicit N×M matrix, softmax, matmul. -> B×N×Cs."""
+def normalize_dense(m: torch.Tensor, norm: str, bipartite: bool = False) -> torch.Tensor:
+    """Normalise a G×N×M kernel matrix (see module docstring)."""
+    if norm == "none":
+        return m
+    if norm == "mean":
+        return m / m.shape[-1]
+    if norm in ("random_walk", "softmax"):
+        return _inv(m.sum(-1), -1.0).unsqueeze(-1) * m
+    if norm == "symmetric":
+        if not bipartite:
+            _check_square(m.shape[-2], m.shape[-1])
+            m = 0.5 * (m + m.transpose(-1, -2))
+            d = _inv_sqrt(m.sum(-1))
+            return d.unsqueeze(-1) * m * d.unsqueeze(-2)
+        return _inv_sqrt(m.sum(-1)).unsqueeze(-1) * m * _inv_sqrt(m.sum(-2)).unsqueeze(-2)
+    raise ValueError(f"normalisation must be one of {NORMS}, got {norm!r}")
+
+
+def _check_square(n: int, m: int) -> None:
+    if n != m:
+        raise ValueError(f"the symmetric normalisation needs theta and phi on the same nodes, got N={n} "
+                         f"and M={m}; use bipartite=True for subsampled phi")
+
+
+def affinity_dense(theta, phi, kernel: str = "relu_dot", norm: str = "symmetric", bipartite: bool = False,
+                   concat_weight=None) -> torch.Tensor:
+    """The normalised affinity A, G×N×M, built explicitly."""
+    check_kernel_norm(kernel, norm)
+    if norm == "softmax":  # stable form of D⁻¹ exp(θφᵀ)
+        return torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
+    return normalize_dense(kernel_matrix(theta, phi, kernel, concat_weight), norm, bipartite)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast exact forms, as operators v (G×M×Cv) -> A v (G×N×Cv)
+# ----------------------------------------------------------------------------------------------
+def _factored_operator(t: torch.Tensor, p: torch.Tensor, norm: str, bipartite: bool) -> Operator:
+    """A = normalise(t pᵀ) applied by associativity."""
+    pt = p.transpose(-1, -2)
+    if norm == "none":
+        return lambda v: t @ (pt @ v)
+    if norm == "mean":
+        m = p.shape[-2]
+        return lambda v: t @ (pt @ v) / m
+    deg_r = (t @ p.sum(-2, keepdim=True).transpose(-1, -2))  # G×N×1 row sums of t pᵀ
+    if norm == "random_walk":
+        inv = _inv(deg_r, -1.0)
+        return lambda v: inv * (t @ (pt @ v))
+    if norm == "symmetric":
+        deg_c = (p @ t.sum(-2, keepdim=True).transpose(-1, -2))  # G×M×1 column sums
+        if not bipartite:
+            _check_square(t.shape[-2], p.shape[-2])
+            tt = t.transpose(-1, -2)
+            s = _inv_sqrt(0.5 * (deg_r + deg_c))
+
+            def apply(v):
+                w = s * v
+                return s * (0.5 * (t @ (pt @ w) + p @ (tt @ w)))
+            return apply
+        s_r, s_c = _inv_sqrt(deg_r), _inv_sqrt(deg_c)
+        return lambda v: s_r * (t @ (pt @ (s_c * v)))
+    raise ValueError(f"normalisation {norm!r} has no factored form")
+
+
+def _concat_operator(theta, phi, norm: str, bipartite: bool, concat_weight) -> Operator:
+    """Concatenation kernel, computed in chunks of query rows (memory O(chunk·M))."""
+    w_t, w_p = concat_weight
+    a = (theta @ w_t).unsqueeze(-1)  # G×N×1
+    b = (phi @ w_p).unsqueeze(-2)  # G×1×M
+    if norm in ("symmetric",):
+        # degrees need both row and column sums of relu(a + b): one pass over the chunks
+        raise ValueError("the concatenation kernel with the symmetric normalisation has no fast form")
+    m = phi.shape[-2]
+
+    def apply(v):
+        outs = []
+        for start in range(0, a.shape[-2], CONCAT_CHUNK_ROWS):
+            k = F.relu(a[..., start:start + CONCAT_CHUNK_ROWS, :] + b)
+            out = k @ v
+            if norm == "mean":
+                out = out / m
+            elif norm == "random_walk":
+                out = _inv(k.sum(-1, keepdim=True), -1.0) * out
+            outs.append(out)
+        return torch.cat(outs, dim=-2)
+    return apply
+
+
+def affinity_operator(theta, phi, kernel: str = "relu_dot", norm: str = "symmetric", bipartite: bool = False,
+                      fast: bool = True, concat_weight=None) -> Operator:
+    """v ↦ A v for the affinity of (theta, phi). ``fast=False`` builds A once (dense reference);
+    ``fast=True`` never builds it. The operator can be applied many times (NS stages, gSNL)."""
+    check_kernel_norm(kernel, norm)
+    if not fast:
+        a = affinity_dense(theta, phi, kernel, norm, bipartite, concat_weight)
+        return lambda v: a @ v
+    if kernel in EXP_KERNELS:
+        if norm != "softmax":
+            raise ValueError(f"kernel {kernel!r} with normalisation {norm!r} has no fast form (use dense)")
+        return lambda v: F.scaled_dot_product_attention(theta, phi, v, scale=1.0)
+    if kernel == "concatenation":
+        return _concat_operator(theta, phi, norm, bipartite, concat_weight)
+    t, p = (F.relu(theta), F.relu(phi)) if kernel == "relu_dot" else (theta, phi)
+    return _factored_operator(t, p, norm, bipartite)
+
+
+def fast_is_cheaper(kernel: str, num_nodes: int, num_keys: int, inner_channels: int, value_channels: int) -> bool:
+    """Cost model of ``implementation='auto'``. Dense costs ~N·M·(Cs+Cv) multiply-adds, the
+    factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio is about N/Cs
+    (DESIGN.md: dense wins at 4×14×14 with Cs=512, the factored form 15× at 8×28×28 with
+    Cs=256). Softmax (SDPA) and concatenation (chunked) forms cost the same as dense in FLOPs
+    but far less memory, so they are always chosen."""
+    if kernel not in FACTORABLE_KERNELS:
+        return True
+    dense = num_nodes * num_keys * (inner_channels + value_channels)
+    fast = 2 * (num_nodes + num_keys) * inner_channels * value_channels
+    return fast < dense
+
+
+# ----------------------------------------------------------------------------------------------
+# The named forms used by NL and SNL (kept as stable entry points)
+# ----------------------------------------------------------------------------------------------
+def embedded_gaussian_affinity(theta, phi):
+    """A = softmax(θ φᵀ) over keys. -> G×N×M."""
+    return affinity_dense(theta, phi, "embedded_gaussian", "softmax")
+
+
+def embedded_gaussian_dense(theta, phi, g):
     return embedded_gaussian_affinity(theta, phi) @ g
 
 
-def embedded_gaussian_fast(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Same result through ``scaled_dot_product_attention`` (never stores N×M). -> B×N×Cs."""
+def embedded_gaussian_fast(theta, phi, g):
     return F.scaled_dot_product_attention(theta, phi, g, scale=1.0)
 
 
-# ----------------------------------------------------------------------------------------------
-# SNL (seed 000 Eq. 5): M = relu(theta) relu(phi)^T, A = D^-1/2 ((M + M^T)/2) D^-1/2.
-# With subsampled phi/g (M != N nodes) M is N×M and cannot be symmetrised as a square matrix;
-# vidnl then uses the symmetric normalisation of the bipartite graph [[0, M], [M^T, 0]]:
-# A = D_r^-1/2 M D_c^-1/2 with row sums D_r and column sums D_c (for M = M^T it is the same
-# matrix as the square form). Rows (or columns) whose degree is zero contribute 0.
-# ----------------------------------------------------------------------------------------------
-def _inv_sqrt(d: torch.Tensor) -> torch.Tensor:
-    """d^-1/2 where d > 0, else 0; gradient-safe at d = 0."""
-    positive = d > 0
-    return torch.where(positive, torch.where(positive, d, torch.ones_like(d)).rsqrt(), torch.zeros_like(d))
+def snl_affinity(theta, phi, bipartite: bool = False):
+    """SNL (seed 000 Eq. 5): D^-½ ((M+Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ. -> G×N×M."""
+    return affinity_dense(theta, phi, "relu_dot", "symmetric", bipartite)
 
 
-def snl_affinity(theta: torch.Tensor, phi: torch.Tensor, bipartite: bool = False) -> torch.Tensor:
-    """The normalised symmetric SNL affinity. theta B×N×Cs, phi B×M×Cs -> B×N×M.
-
-    ``bipartite=False`` requires M = N (same nodes) and gives D^-1/2 ((M+M^T)/2) D^-1/2.
-    """
-    m = F.relu(theta) @ F.relu(phi).transpose(-1, -2)
-    if not bipartite:
-        if theta.shape[-2] != phi.shape[-2]:
-            raise ValueError(
-                f"symmetric SNL needs theta and phi on the same nodes, got N={theta.shape[-2]} "
-                f"and M={phi.shape[-2]}; use bipartite=True for subsampled phi"
-            )
-        m = 0.5 * (m + m.transpose(-1, -2))
-        d = _inv_sqrt(m.sum(-1))
-        return d.unsqueeze(-1) * m * d.unsqueeze(-2)
-    d_r = _inv_sqrt(m.sum(-1))
-    d_c = _inv_sqrt(m.sum(-2))
-    return d_r.unsqueeze(-1) * m * d_c.unsqueeze(-2)
-
-
-def snl_dense(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, bipartite: bool = False) -> torch.Tensor:
-    """Reference: A g with A built explicitly (O(N·M·Cs) time, O(N·M) memory). -> B×N×Cs."""
+def snl_dense(theta, phi, g, bipartite: bool = False):
     return snl_affinity(theta, phi, bipartite) @ g
 
 
-def snl_fast(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, bipartite: bool = False) -> torch.Tensor:
-    """A g by associativity, never forming N×M: O((N+M)·Cs²) time, O((N+M)·Cs) memory.
-
-    (relu(θ) relu(φ)^T) v = relu(θ) (relu(φ)^T v), degrees are the same with v = 1, and the
-    symmetrisation and D^-1/2 scalings distribute over these products. -> B×N×Cs.
-    """
-    t, p = F.relu(theta), F.relu(phi)
-    if not bipartite:
-        if theta.shape[-2] != phi.shape[-2]:
-            raise ValueError(
-                f"symmetric SNL needs theta and phi on the same nodes, got N={theta.shape[-2]} "
-                f"and M={phi.shape[-2]}; use bipartite=True for subsampled phi"
-            )
-        # degrees of (M + M^T)/2: (t (p^T 1) + p (t^T 1)) / 2
-        deg = 0.5 * (t @ p.sum(-2, keepdim=True).transpose(-1, -2)
-                     + p @ t.sum(-2, keepdim=True).transpose(-1, -2)).squeeze(-1)
-        s = _inv_sqrt(deg).unsqueeze(-1)
-        v = s * g
-        out = 0.5 * (t @ (p.transpose(-1, -2) @ v) + p @ (t.transpose(-1, -2) @ v))
-        return s * out
-    d_r = (t @ p.sum(-2, keepdim=True).transpose(-1, -2)).squeeze(-1)  # B×N
-    d_c = (p @ t.sum(-2, keepdim=True).transpose(-1, -2)).squeeze(-1)  # B×M
-    v = _inv_sqrt(d_c).unsqueeze(-1) * g
-    return _inv_sqrt(d_r).unsqueeze(-1) * (t @ (p.transpose(-1, -2) @ v))
+def snl_fast(theta, phi, g, bipartite: bool = False):
+    """A g by associativity: O((N+M)·Cs²) time, O((N+M)·Cs) memory."""
+    return affinity_operator(theta, phi, "relu_dot", "symmetric", bipartite, fast=True)(g)
 
 
 def snl_fast_is_cheaper(num_nodes: int, num_keys: int, inner_channels: int) -> bool:
-    """Cost model for ``implementation='auto'``: dense costs ~N·M·Cs, fast ~(N+M)·Cs²·2.
+    return fast_is_cheaper("relu_dot", num_nodes, num_keys, inner_channels, inner_channels)
 
-    The ratio is about N/Cs (DESIGN.md: dense wins at 4×14×14 with Cs=512, fast wins 15× at
-    8×28×28 with Cs=256), so the fast form is chosen when it needs fewer multiply-adds.
-    """
-    dense = num_nodes * num_keys * inner_channels * 2
-    fast = (num_nodes + num_keys) * inner_channels * inner_channels * 2
-    return fast < dense
+
+def chebyshev_terms(apply_a: Operator, z: torch.Tensor, z_keys: torch.Tensor, order: int) -> list[torch.Tensor]:
+    """[T_0(A) z, ..., T_{K-1}(A) z] with T_0 = I, T_1 = A, T_k = 2 A T_{k-1} − T_{k-2}, applied
+    to z (never forming powers of A). ``z_keys`` is z on the key nodes (the pooled z; equal
+    to z without subsampling). K > 2 needs A square (no subsampling)."""
+    terms = [z]
+    if order >= 2:
+        terms.append(apply_a(z_keys))
+    for _ in range(2, order):
+        terms.append(2 * apply_a(terms[-1]) - terms[-2])
+    return terms[:order]
+
+
+# ----------------------------------------------------------------------------------------------
+# A2 (double attention): M = softmax_desc(V) softmax_pos(B)ᵀ
+# ----------------------------------------------------------------------------------------------
+def double_attention_dense(gather_logits, distribute_logits, z):
+    """gather_logits G×M×n (softmax over the M positions: n attention maps), distribute_logits
+    G×N×n (softmax over the n descriptors at each position), z G×M×Cv -> G×N×Cv."""
+    m = torch.softmax(distribute_logits, -1) @ torch.softmax(gather_logits, -2).transpose(-1, -2)
+    return m @ z
+
+
+def double_attention_fast(gather_logits, distribute_logits, z):
+    """Gather n global descriptors, then distribute them: O((N+M)·n·Cv)."""
+    descriptors = torch.softmax(gather_logits, -2).transpose(-1, -2) @ z  # G×n×Cv
+    return torch.softmax(distribute_logits, -1) @ descriptors
+
+
+# ----------------------------------------------------------------------------------------------
+# CGNL: channels as nodes, kernel on scalars, Taylor features (seed 001 Eq. 9-12)
+# ----------------------------------------------------------------------------------------------
+def cgnl_taylor_coefficients(kernel: str, order: int, gamma: float = 1.0) -> list[float]:
+    """α_p² of f(a, b) ≈ Σ_{p=0}^{P} α_p² (a b)^p. dot: only p=1. embedded_gaussian: exp(ab),
+    α_p² = 1/p!. gaussian: exp(-γ(a-b)²) = e^{-γa²} e^{-γb²} Σ (2γ)^p/p! (ab)^p (the e^{-γa²}
+    factors are applied to the features, see ``cgnl_features``)."""
+    if kernel == "dot":
+        return [0.0, 1.0]
+    if kernel == "embedded_gaussian":
+        return [1.0 / math.factorial(p) for p in range(order + 1)]
+    if kernel == "gaussian":
+        return [(2 * gamma) ** p / math.factorial(p) for p in range(order + 1)]
+    raise ValueError(f"CGNL kernel must be dot, embedded_gaussian or gaussian, got {kernel!r}")
+
+
+def cgnl_features(x: torch.Tensor, kernel: str, order: int, gamma: float = 1.0) -> torch.Tensor:
+    """Taylor feature map: x (G×L) -> G×L×(P+1) with f(a, b) ≈ feat(a)·feat(b)."""
+    coef = cgnl_taylor_coefficients(kernel, order, gamma)
+    feats = torch.stack([math.sqrt(c) * x ** p for p, c in enumerate(coef)], dim=-1)
+    if kernel == "gaussian":
+        feats = feats * torch.exp(-gamma * x * x).unsqueeze(-1)
+    return feats
+
+
+def cgnl_dense(theta, phi, g, kernel: str, order: int, gamma: float = 1.0):
+    """theta G×L, phi and g G×L' (L = N·Cg flattened channels-and-positions of a group) ->
+    G×L: the L×L' truncated-kernel matrix times g, built explicitly."""
+    coef = cgnl_taylor_coefficients(kernel, order, gamma)
+    prod = theta.unsqueeze(-1) * phi.unsqueeze(-2)
+    m = sum(c * prod ** p for p, c in enumerate(coef) if c)
+    if kernel == "gaussian":
+        m = m * torch.exp(-gamma * theta * theta).unsqueeze(-1) * torch.exp(-gamma * phi * phi).unsqueeze(-2)
+    return (m @ g.unsqueeze(-1)).squeeze(-1)
+
+
+def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0):
+    """Θ (Φᵀ g) with (P+1)-dim Taylor features: O(L·(P+1))."""
+    s = (cgnl_features(phi, kernel, order, gamma) * g.unsqueeze(-1)).sum(-2)  # G×(P+1)
+    return (cgnl_features(theta, kernel, order, gamma) * s.unsqueeze(-2)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# CC (criss-cross): each position attends to its row, its column and (3D) its time line
+# ----------------------------------------------------------------------------------------------
+def criss_cross_mask(t: int, h: int, w: int, device=None) -> torch.Tensor:
+    """N×N bool, True where positions share at least two of (t, h, w) (self included once)."""
+    tt, hh, ww = torch.meshgrid(torch.arange(t, device=device), torch.arange(h, device=device),
+                                torch.arange(w, device=device), indexing="ij")
+    tt, hh, ww = tt.flatten(), hh.flatten(), ww.flatten()
+    same = ((tt[:, None] == tt[None]).int() + (hh[:, None] == hh[None]).int() + (ww[:, None] == ww[None]).int())
+    return same >= 2
+
+
+def criss_cross_dense(theta, phi, g):
+    """theta, phi B×T×H×W×Cs, g B×T×H×W×Cv -> B×T×H×W×Cv; masked softmax over the full N×N."""
+    b, t, h, w, _ = theta.shape
+    logits = theta.reshape(b, t * h * w, -1) @ phi.reshape(b, t * h * w, -1).transpose(-1, -2)
+    logits = logits.masked_fill(~criss_cross_mask(t, h, w, theta.device), float("-inf"))
+    out = torch.softmax(logits, -1) @ g.reshape(b, t * h * w, -1)
+    return out.reshape(b, t, h, w, -1)
+
+
+def criss_cross_fast(theta, phi, g):
+    """Same result with O(N·(T+H+W)) memory: logits along the W row (self included), the H column
+    and the T line (self excluded from both), one softmax over their union."""
+    e_w = torch.einsum("bthwc,bthvc->bthwv", theta, phi)
+    e_h = torch.einsum("bthwc,btuwc->bthwu", theta, phi)
+    e_t = torch.einsum("bthwc,bshwc->bthws", theta, phi)
+    t, h = theta.shape[1], theta.shape[2]
+    e_h = e_h.masked_fill(torch.eye(h, dtype=torch.bool, device=theta.device)[None, None, :, None, :], float("-inf"))
+    e_t = e_t.masked_fill(torch.eye(t, dtype=torch.bool, device=theta.device)[None, :, None, None, :], float("-inf"))
+    w_ = theta.shape[3]
+    att = torch.softmax(torch.cat([e_w, e_h, e_t], -1), -1)
+    a_w, a_h, a_t = att[..., :w_], att[..., w_:w_ + h], att[..., w_ + h:]
+    return (torch.einsum("bthwv,bthvc->bthwc", a_w, g) + torch.einsum("bthwu,btuwc->bthwc", a_h, g)
+            + torch.einsum("bthws,bshwc->bthwc", a_t, g))
