@@ -31,7 +31,8 @@ _C.TRAIN = CfgNode()
 _C.TRAIN.ENABLE = True
 # Dataset name (registered in vidnl.data.datasets), e.g. "csv" for the generic CSV video dataset.
 _C.TRAIN.DATASET = "csv"
-# Clips per training iteration (on one process).
+# Clips per training iteration, over all processes (the global batch; each of W torchrun
+# processes takes BATCH_SIZE / W). Scale SOLVER.BASE_LR with it.
 _C.TRAIN.BATCH_SIZE = 8
 # Evaluate on the validation split every EVAL_PERIOD epochs (0: never).
 _C.TRAIN.EVAL_PERIOD = 1
@@ -165,6 +166,9 @@ _C.BN = CfgNode()
 _C.BN.EPSILON = 1e-5
 # BN momentum (PyTorch convention).
 _C.BN.MOMENTUM = 0.1
+# Keep BN layers in eval mode during training (running statistics, trainable scale and shift), as
+# when fine-tuning with small per-process batches; makes N processes match one exactly on CPU.
+_C.BN.FROZEN = False
 # Apply weight decay to BN and bias parameters too (False: they get no weight decay).
 _C.BN.WEIGHT_DECAY_ON_BN = False
 

@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 from .datasets import build_dataset
 
@@ -70,31 +70,37 @@ class FailureLog:
         return {p: {"count": n, "reason": self.reasons[p]} for p, n in sorted(self.total.items())}
 
 
-def build_train_loader(cfg, dataset=None, generator: torch.Generator | None = None) -> DataLoader:
-    """Shuffled, drop-last loader of training clips. Shuffling uses ``generator`` (reseed it
-    per epoch for reproducible orders)."""
+def build_train_loader(cfg, dataset=None, sampler=None) -> DataLoader:
+    """Loader of training clips. ``sampler`` (default: a one-process GlobalBatchSampler) gives
+    this process's share of every global batch; call its ``set_epoch`` every epoch."""
+    from ..engine.distributed import GlobalBatchSampler
+
     dataset = dataset if dataset is not None else build_dataset(cfg.TRAIN.DATASET, cfg, "train")
-    batch_size = cfg.TRAIN.BATCH_SIZE
+    if sampler is None:
+        sampler = GlobalBatchSampler(len(dataset), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=RandomSampler(dataset, generator=generator),
+        batch_size=sampler.local,
+        sampler=sampler,
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
-        drop_last=len(dataset) > batch_size,
+        drop_last=False,  # the sampler yields whole batches only
         collate_fn=collate_train,
-        generator=generator,
     )
 
 
-def build_test_loader(cfg, split: str, single_view: bool = False, dataset=None) -> DataLoader:
-    """Loader of whole videos (all their views). About TEST.BATCH_SIZE clips per batch."""
+def build_test_loader(cfg, split: str, single_view: bool = False, dataset=None, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
+    """Loader of whole videos (all their views), about TEST.BATCH_SIZE clips per batch. With
+    several processes each takes every ``world_size``-th video: all videos exactly once."""
+    from ..engine.distributed import shard_indices
+
     dataset = dataset if dataset is not None else build_dataset(cfg.TEST.DATASET, cfg, split, single_view)
     videos = max(1, cfg.TEST.BATCH_SIZE // dataset.views_per_video)
     return DataLoader(
         dataset,
         batch_size=videos,
-        sampler=SequentialSampler(dataset),
+        sampler=shard_indices(len(dataset), rank, world_size),
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         collate_fn=collate_test,

@@ -22,6 +22,7 @@ from .checkpoint import (CheckpointError, extract_model_state, list_checkpoints,
                          load_checkpoint_file, load_model_weights)
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
+from .distributed import all_gather_objects, get_rank, get_world_size, init_distributed, is_main_process
 from .setup import get_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ logger = logging.getLogger(__name__)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forward: int = 16,
              ensemble: str = "sum_softmax", desc: str = "test") -> dict:
-    """Score all videos of ``loader`` (a test loader of whole videos).
+    """Score all videos of ``loader`` (a test loader of whole videos, possibly this process's
+    shard). Results are gathered over all processes, so every process returns the metrics of
+    the whole split, each video counted once.
 
     Returns clip-level and video-level top-1/top-5 (in %), per-video predictions and the list
     of videos that could not be decoded.
@@ -39,8 +42,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
     dataset = loader.dataset
     clip_hits = {1: 0, 5: 0}
     num_clips = 0
-    video_scores = {"sum_softmax": [], "mean_logits": []}
-    video_labels, video_indices, failed = [], [], []
+    videos, failed = [], []
     start = time.time()
     for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
         for path, reason in batch["failures"]:
@@ -57,30 +59,34 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
         clip_hits[1] += hits[1]
         clip_hits[5] += hits[5]
         num_clips += logits.shape[0]
-        for chunk in torch.split(logits, batch["views"]):
-            video_scores["sum_softmax"].append(F.softmax(chunk, dim=1).sum(0))
-            video_scores["mean_logits"].append(chunk.mean(0))
-        video_labels.extend(batch["labels"].tolist())
-        video_indices.extend(batch["indices"].tolist())
+        for chunk, label, index in zip(torch.split(logits, batch["views"]), batch["labels"].tolist(),
+                                       batch["indices"].tolist()):
+            videos.append({"index": index, "label": label, "sum_softmax": F.softmax(chunk, dim=1).sum(0),
+                           "mean_logits": chunk.mean(0)})
 
-    labels = torch.tensor(video_labels, dtype=torch.long)
-    results = {"split_videos": len(dataset), "num_videos": len(video_labels), "num_failed": len(failed),
+    gathered = all_gather_objects((videos, clip_hits, num_clips, failed))
+    videos = sorted((v for g in gathered for v in g[0]), key=lambda v: v["index"])
+    failed = sorted((f for g in gathered for f in g[3]), key=lambda f: f["index"])
+    clip_hits = {k: sum(g[1][k] for g in gathered) for k in (1, 5)}
+    num_clips = sum(g[2] for g in gathered)
+
+    labels = torch.tensor([v["label"] for v in videos], dtype=torch.long)
+    results = {"split_videos": len(dataset), "num_videos": len(videos), "num_failed": len(failed),
                "num_clips": num_clips, "views_per_video": dataset.views_per_video,
                "clip_top1": 100.0 * clip_hits[1] / max(num_clips, 1),
                "clip_top5": 100.0 * clip_hits[5] / max(num_clips, 1),
                "ensemble": ensemble, "time_s": time.time() - start}
-    for method, scores in video_scores.items():
-        s = torch.stack(scores) if scores else torch.zeros(0, 1)
+    for method in ("sum_softmax", "mean_logits"):
+        s = torch.stack([v[method] for v in videos]) if videos else torch.zeros(0, 1)
         hits = topk_correct(s, labels)
         results[f"video_top1_{method}"] = 100.0 * hits[1] / max(len(labels), 1)
         results[f"video_top5_{method}"] = 100.0 * hits[5] / max(len(labels), 1)
     results["video_top1"] = results[f"video_top1_{ensemble}"]
     results["video_top5"] = results[f"video_top5_{ensemble}"]
-    chosen = torch.stack(video_scores[ensemble]) if video_labels else torch.zeros(0, 1)
     results["predictions"] = [
-        {"index": i, "path": dataset.records[i].path, "label": y, "pred": int(s.argmax()),
-         "scores": [round(float(v), 6) for v in s]}
-        for i, y, s in zip(video_indices, video_labels, chosen)
+        {"index": v["index"], "path": dataset.records[v["index"]].path, "label": v["label"],
+         "pred": int(v[ensemble].argmax()), "scores": [round(float(x), 6) for x in v[ensemble]]}
+        for v in videos
     ]
     results["failed_videos"] = failed
     return results
@@ -102,10 +108,13 @@ def test(cfg, model: nn.Module | None = None) -> dict:
     """Multi-view test of ``cfg.TEST.SPLIT``; writes ``OUTPUT_DIR/predictions_<split>.json``."""
     from ..models import build_model
 
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    setup_logging(cfg.OUTPUT_DIR)
-    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+    init_distributed(use_cuda=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
     device = get_device(cfg)
+    main = is_main_process()
+    if main:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logging(cfg.OUTPUT_DIR if main else None, quiet=not main)
+    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
     if model is None:
         model = build_model(cfg)
         path = resolve_test_checkpoint(cfg)
@@ -118,18 +127,21 @@ def test(cfg, model: nn.Module | None = None) -> dict:
         load_model_weights(model, extract_model_state(load_checkpoint_file(path)), source=path)
     model.to(device)
     split = cfg.TEST.SPLIT
-    loader = build_test_loader(cfg, split)
+    loader = build_test_loader(cfg, split, rank=get_rank(), world_size=get_world_size())
     logger.info("test on %s.csv: %d videos x %d views (%d clips x %d crops), decoded once per video",
                 split, len(loader.dataset), loader.dataset.views_per_video, cfg.TEST.NUM_ENSEMBLE_VIEWS,
                 cfg.TEST.NUM_SPATIAL_CROPS)
     results = evaluate(model, loader, device, clips_per_forward=cfg.TEST.BATCH_SIZE,
                        ensemble=cfg.TEST.ENSEMBLE_METHOD, desc=f"test/{split}")
     out = os.path.join(cfg.OUTPUT_DIR, f"predictions_{split}.json")
+    results["predictions_file"] = out
+    if not main:
+        return results
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     os.replace(tmp, out)
-    log_json_stats({"_type": f"test_{split}", **summary(results)})
+    log_json_stats({"_type": f"test_{split}", "world_size": get_world_size(), **summary(results)})
     tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
     tb.add_scalars(summary(results), 0, f"test_{split}")
     tb.close()
@@ -140,7 +152,6 @@ def test(cfg, model: nn.Module | None = None) -> dict:
         f", {results['num_failed']} undecodable videos excluded (listed there)" if results["num_failed"] else "",
         out,
     )
-    results["predictions_file"] = out
     return results
 
 

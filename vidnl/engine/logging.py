@@ -12,9 +12,10 @@ import sys
 logger = logging.getLogger("vidnl")
 
 
-def setup_logging(output_dir: str | None = None, level: int = logging.INFO) -> None:
+def setup_logging(output_dir: str | None = None, level: int = logging.INFO, quiet: bool = False) -> None:
     """Log to stdout and, if given, to ``output_dir/log.txt`` (appending, so resumed runs keep
-    one log). Safe to call again: handlers are replaced, not duplicated."""
+    one log). ``quiet`` (processes other than rank 0) shows warnings only. Safe to call again:
+    handlers are replaced, not duplicated."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_vidnl", False):
@@ -29,7 +30,7 @@ def setup_logging(output_dir: str | None = None, level: int = logging.INFO) -> N
         h.setFormatter(fmt)
         h._vidnl = True
         root.addHandler(h)
-    root.setLevel(level)
+    root.setLevel(logging.WARNING if quiet else level)
 
 
 def _clean(v):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import numpy as np
@@ -21,11 +22,8 @@ def seed_everything(seed: int, num_threads: int = 0) -> None:
 
 
 def get_device(cfg) -> torch.device:
-    if cfg.NUM_GPUS > 1:
-        logger.warning("NUM_GPUS=%d: this version trains on one device; multi-GPU data parallelism "
-                       "is not available yet", cfg.NUM_GPUS)
     if cfg.NUM_GPUS > 0 and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     if cfg.NUM_GPUS > 0:
         logger.info("NUM_GPUS=%d but CUDA is not available: running on the CPU", cfg.NUM_GPUS)
     return torch.device("cpu")

@@ -181,21 +181,21 @@ class PairwiseBlock(NonLocalBase):
 
     def operator(self, theta: torch.Tensor, phi: torch.Tensor, cv: int) -> NF.Operator:
         """v ↦ A v on this block's graph (fast or dense per ``implementation``)."""
-        concat = None
-        if self.concat is not None:
-            w = self.concat.weight[0]
-            concat = (w[: self.dim_inner], w[self.dim_inner:])
+        concat = self._concat_weights()
         fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv)
         return NF.affinity_operator(theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:
         """The dense affinity A (G×N×M) of input x, for inspection and visualisation."""
         theta, phi = self.affinity_inputs(_as_5d(x))
-        concat = None
-        if self.concat is not None:
-            w = self.concat.weight[0]
-            concat = (w[: self.dim_inner], w[self.dim_inner:])
-        return NF.affinity_dense(theta, phi, self.kernel, self.norm, self.subsampled, concat)
+        return NF.affinity_dense(theta, phi, self.kernel, self.norm, self.subsampled, self._concat_weights())
+
+    def _concat_weights(self):
+        """(w_θ, w_φ) of the concatenation kernel's linear layer on [θ_i, φ_j], or None."""
+        if self.concat is None:
+            return None
+        w = self.concat.weight[0]
+        return w[: self.dim_inner], w[self.dim_inner:]
 
 
 class NL(PairwiseBlock):
