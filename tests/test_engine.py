@@ -1,17 +1,20 @@
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from vidnl.config import load_config
 from vidnl.engine import test as run_test
 from vidnl.engine import train
 from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
+from vidnl.errors import DatasetError
 
-from conftest import ROOT, tiny_opts
+from conftest import ROOT, index_video, tiny_opts, write_video
 
 
 def final_state(out_dir):
@@ -41,26 +44,42 @@ def test_resume_gives_identical_weights(tiny_dataset, tmp_path):
     assert not all(torch.equal(first[k], b[k]) for k in b)
 
 
-def test_bad_videos_are_skipped_counted_and_reported(tiny_dataset, tmp_path):
+def make_corrupt_dataset(tiny_dataset, tmp_path):
+    """The tiny dataset plus one training entry of each bad kind; test.csv gets a truncated one."""
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
-    good = open(data / "train.csv").read()
-    (data / "videos" / "empty.mp4").write_bytes(b"")
-    raw = open(data / "videos" / "train" / "000000.mp4", "rb").read()
-    (data / "videos" / "truncated.mp4").write_bytes(raw[: len(raw) // 3])
-    bad = "videos/empty.mp4 0\nvideos/truncated.mp4 1\nvideos/missing.mp4 0\n"
-    (data / "train.csv").write_text(good + bad * 2)  # listed twice: more chances to be drawn
+    videos = data / "videos"
+    raw = open(videos / "train" / "000000.mp4", "rb").read()
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "truncated.mp4").write_bytes(raw[: len(raw) // 3])
+    (videos / "renamed.avi").write_bytes(raw)  # MP4 content, wrong extension: FFmpeg probes the content
+    (videos / "notes.mp4").write_text("this is not a video\n" * 50)
+    write_video(str(videos / "short.mp4"), index_video(3))  # 3 frames < one clip of 4 x 2
+    extra = "".join(f"videos/{n} {i % 2}\n" for i, n in enumerate(
+        ["empty.mp4", "truncated.mp4", "renamed.avi", "notes.mp4", "missing.mp4", "short.mp4"]))
+    (data / "train.csv").write_text(open(data / "train.csv").read() + extra)
     (data / "test.csv").write_text(open(data / "test.csv").read() + "videos/truncated.mp4 1\n")
+    return data
+
+
+def test_corrupt_videos_are_skipped_counted_and_reported(tiny_dataset, tmp_path):
+    data = make_corrupt_dataset(tiny_dataset, tmp_path)
     out_dir = str(tmp_path / "out")
     cfg = load_config(None, tiny_opts(str(data), out_dir, **{"SOLVER.MAX_EPOCH": 3, "DATA_LOADER.NUM_WORKERS": 2,
-                                                              "TRAIN.EVAL_PERIOD": 0}))
+                                                              "TRAIN.EVAL_PERIOD": 0, "TRAIN.BATCH_SIZE": 2,
+                                                              "DATA_LOADER.MAX_BAD_FRACTION": 0.5}))
     result = train(cfg)
     assert result["last_epoch"]["epoch"] == 3
     report = json.load(open(os.path.join(out_dir, "decode_failures.json")))
     names = {os.path.basename(p): v for p, v in report.items()}
-    assert set(names) == {"empty.mp4", "truncated.mp4", "missing.mp4"}
+    assert set(names) == {"empty.mp4", "truncated.mp4", "notes.mp4", "missing.mp4", "short.mp4"}
+    assert {n for n, v in names.items() if v["kind"] == "undecodable"} == {"empty.mp4", "truncated.mp4", "notes.mp4",
+                                                                          "missing.mp4"}
     assert "empty" in names["empty.mp4"]["reason"] and "does not exist" in names["missing.mp4"]["reason"]
-    assert all(v["count"] >= 1 for v in names.values())
+    assert names["short.mp4"]["kind"] == "short" and "3 frames" in names["short.mp4"]["reason"]
+    assert all(v["count"] >= 1 for v in names.values())  # every epoch visits every entry (retries included)
+    log = open(os.path.join(out_dir, "log.txt")).read()
+    assert log.count("cannot decode") >= 4 and '"bad_files": 4' in log
 
     res = run_test(cfg)
     assert res["num_failed"] == 1 and res["num_videos"] == 4 and res["split_videos"] == 5
@@ -68,6 +87,14 @@ def test_bad_videos_are_skipped_counted_and_reported(tiny_dataset, tmp_path):
     preds = json.load(open(res["predictions_file"]))
     assert len(preds["predictions"]) == 4
     assert all(os.path.basename(p["path"]) != "truncated.mp4" for p in preds["predictions"])
+
+
+def test_too_many_bad_videos_stop_the_run(tiny_dataset, tmp_path):
+    data = make_corrupt_dataset(tiny_dataset, tmp_path)
+    cfg = load_config(None, tiny_opts(str(data), str(tmp_path / "out"), **{"TRAIN.EVAL_PERIOD": 0,
+                                                                           "DATA_LOADER.MAX_BAD_FRACTION": 0.1}))
+    with pytest.raises(DatasetError, match="MAX_BAD_FRACTION=0.1"):
+        train(cfg)
 
 
 def test_run_net_end_to_end(tiny_dataset, tmp_path):
@@ -97,3 +124,44 @@ def test_run_net_end_to_end(tiny_dataset, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0
     assert "resumed from" in proc.stdout and "all 2 epochs already done" in proc.stdout
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_dataset, tmp_path):
+    """Checkpoints every iteration; a run killed with SIGKILL in its second epoch and started
+    again ends with exactly the weights of a run that was never interrupted."""
+    import signal
+    import time
+
+    extra = {"SOLVER.MAX_EPOCH": 3, "TRAIN.BATCH_SIZE": 2, "TRAIN.CHECKPOINT_PERIOD_ITERS": 1,
+             "TRAIN.EVAL_PERIOD": 0, "TEST.ENABLE": False, "TRAIN.KEEP_CHECKPOINTS": 0,
+             "SOLVER.OPTIMIZING_METHOD": "adamw", "SOLVER.BASE_LR": 0.01}
+    script = [sys.executable, os.path.join(ROOT, "tools", "run_net.py")]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    subprocess.run(script + tiny_opts(tiny_dataset, straight, **extra), check=True, capture_output=True, cwd=ROOT)
+
+    proc = subprocess.Popen(script + tiny_opts(tiny_dataset, killed, **extra), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = os.path.join(killed, "checkpoints", "checkpoint_epoch_00001_iter_000001.pyth")
+    deadline = time.time() + 300
+    while not os.path.exists(target) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    done = [os.path.basename(p) for p in list_checkpoints(killed)]
+    assert "checkpoint_epoch_00003.pyth" not in done
+
+    proc = subprocess.run(script + tiny_opts(tiny_dataset, killed, **extra), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "iterations done" in proc.stdout
+    a = load_checkpoint_file(os.path.join(straight, "checkpoints", "checkpoint_epoch_00003.pyth"))["model_state"]
+    b = load_checkpoint_file(os.path.join(killed, "checkpoints", "checkpoint_epoch_00003.pyth"))["model_state"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_mixed_precision_on_cpu(tiny_dataset, tmp_path):
+    cfg = load_config(None, tiny_opts(tiny_dataset, str(tmp_path / "amp"), **{"TRAIN.MIXED_PRECISION": True,
+                                                                                "SOLVER.MAX_EPOCH": 1}))
+    out = train(cfg)
+    assert math.isfinite(out["last_epoch"]["loss"]) and out["best_val_top1"] is not None
+    assert list_checkpoints(str(tmp_path / "amp"))

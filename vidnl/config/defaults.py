@@ -38,7 +38,10 @@ _C.TRAIN.BATCH_SIZE = 8
 _C.TRAIN.EVAL_PERIOD = 1
 # Save a checkpoint every CHECKPOINT_PERIOD epochs (the last epoch is always saved).
 _C.TRAIN.CHECKPOINT_PERIOD = 1
-# Keep only the newest KEEP_CHECKPOINTS epoch checkpoints (0: keep all).
+# Also save a checkpoint every CHECKPOINT_PERIOD_ITERS iterations inside an epoch (0: never);
+# a run killed at any point then resumes from there with the same result.
+_C.TRAIN.CHECKPOINT_PERIOD_ITERS = 0
+# Keep only the newest KEEP_CHECKPOINTS checkpoints, epoch and mid-epoch (0: keep all).
 _C.TRAIN.KEEP_CHECKPOINTS = 3
 # Resume automatically from the newest checkpoint in OUTPUT_DIR/checkpoints if there is one.
 _C.TRAIN.AUTO_RESUME = True
@@ -50,6 +53,8 @@ _C.TRAIN.CHECKPOINT_FILE_PATH = ""
 _C.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH = False
 # Also restore optimizer state and epoch from CHECKPOINT_FILE_PATH (continue that run).
 _C.TRAIN.CHECKPOINT_LOAD_OPTIMIZER = False
+# Mixed precision: float16 autocast with a gradient scaler on GPU, bfloat16 autocast on CPU.
+_C.TRAIN.MIXED_PRECISION = False
 # Clip the global gradient norm to this value (0: no clipping).
 _C.TRAIN.CLIP_GRAD_NORM = 0.0
 
@@ -124,6 +129,9 @@ _C.DATA_LOADER.NUM_WORKERS = 2
 _C.DATA_LOADER.PIN_MEMORY = True
 # How many other samples a training item tries when its video cannot be decoded.
 _C.DATA_LOADER.NUM_RETRIES = 10
+# Stop training with an error when more than this fraction of the training videos cannot be
+# decoded (a broken dataset, not a few bad files).
+_C.DATA_LOADER.MAX_BAD_FRACTION = 0.1
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -166,6 +174,8 @@ _C.BN = CfgNode()
 _C.BN.EPSILON = 1e-5
 # BN momentum (PyTorch convention).
 _C.BN.MOMENTUM = 0.1
+# "batchnorm", or "sync_batchnorm" (statistics over all processes of a torchrun launch; GPU only).
+_C.BN.NORM_TYPE = "batchnorm"
 # Keep BN layers in eval mode during training (running statistics, trainable scale and shift), as
 # when fine-tuning with small per-process batches; makes N processes match one exactly on CPU.
 _C.BN.FROZEN = False

@@ -28,6 +28,7 @@ ALLOWED_VALUES = {
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "MODEL.ARCH": ("c2d", "i3d"),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
+    "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
     "RESNET.DEPTH": (18, 50, 101),
     "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
@@ -50,7 +51,7 @@ NON_NEGATIVE = (
     "DATA_LOADER.NUM_WORKERS", "DATA_LOADER.NUM_RETRIES", "SOLVER.BASE_LR",
     "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "TRAIN.CLIP_GRAD_NORM", "NUM_THREADS",
     "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING", "NONLOCAL.INNER_CHANNELS", "NONLOCAL.ORDER",
-    "NONLOCAL.NUM_DESCRIPTORS",
+    "NONLOCAL.NUM_DESCRIPTORS", "TRAIN.CHECKPOINT_PERIOD_ITERS",
 )
 
 
@@ -240,6 +241,8 @@ def validate(cfg: CfgNode) -> None:
             f"DATA.TRAIN_JITTER_SCALES: the smallest short side {js[0]} is below "
             f"DATA.TRAIN_CROP_SIZE {cfg.DATA.TRAIN_CROP_SIZE}; a crop would not fit."
         )
+    if not 0.0 <= cfg.DATA_LOADER.MAX_BAD_FRACTION <= 1.0:
+        raise ConfigError(f"DATA_LOADER.MAX_BAD_FRACTION: must be in [0, 1], got {cfg.DATA_LOADER.MAX_BAD_FRACTION!r}.")
     if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
         raise ConfigError(f"MODEL.DROPOUT_RATE: must be in [0, 1), got {cfg.MODEL.DROPOUT_RATE!r}.")
     if not 0.0 < cfg.NONLOCAL.INNER_RATIO <= 1.0:

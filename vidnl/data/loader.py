@@ -24,6 +24,7 @@ def collate_train(items: list[dict]) -> dict:
         "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "failures": [f for it in items for f in it["failures"]],
+        "notes": [n for it in items for n in it.get("notes", ())],
     }
 
 
@@ -40,34 +41,48 @@ def collate_test(items: list[dict]) -> dict:
 
 
 class FailureLog:
-    """Counts decode failures per file; logs each file the first time it fails and reports
-    the epoch's count on ``end_epoch``."""
+    """Per-file bookkeeping of training videos that could not be decoded (``failures``: the
+    sample was replaced) or were shorter than one clip (``notes``: used, padded or looped).
+    Each file is logged the first time; ``end_epoch`` reports the epoch's counts."""
 
     def __init__(self):
         self.total: Counter = Counter()
         self.epoch: Counter = Counter()
         self.reasons: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
 
-    def add(self, failures) -> None:
-        for path, reason in failures:
-            if path not in self.reasons:
-                logger.warning("cannot decode %s: %s (skipped; another video is used instead)", path, reason)
-                self.reasons[path] = reason
-            self.total[path] += 1
-            self.epoch[path] += 1
+    def add(self, failures, notes=()) -> None:
+        for kind, entries in (("undecodable", failures), ("short", notes)):
+            for path, reason in entries:
+                if path not in self.reasons:
+                    if kind == "undecodable":
+                        logger.warning("cannot decode %s: %s (skipped; another video is used instead)", path, reason)
+                    else:
+                        logger.warning("short video %s: %s", path, reason)
+                    self.reasons[path], self.kinds[path] = reason, kind
+                self.total[path] += 1
+                self.epoch[path] += 1
+
+    @property
+    def bad_files(self) -> list[str]:
+        return [p for p in self.total if self.kinds[p] == "undecodable"]
 
     def end_epoch(self, epoch: int) -> dict:
-        summary = {"epoch": epoch, "decode_failures": sum(self.epoch.values()), "bad_files": len(self.epoch)}
-        if self.epoch:
-            logger.warning(
-                "epoch %d: %d decode failures in %d files (%s)", epoch, summary["decode_failures"],
-                summary["bad_files"], ", ".join(f"{p} x{n}" for p, n in sorted(self.epoch.items())),
-            )
+        bad = {p: n for p, n in self.epoch.items() if self.kinds[p] == "undecodable"}
+        short = {p: n for p, n in self.epoch.items() if self.kinds[p] == "short"}
+        summary = {"epoch": epoch, "decode_failures": sum(bad.values()), "bad_files": len(bad),
+                   "short_videos": len(short)}
+        if bad:
+            logger.warning("epoch %d: %d decode failures in %d files (%s)", epoch, summary["decode_failures"],
+                           len(bad), ", ".join(f"{p} x{n}" for p, n in sorted(bad.items())))
+        if short:
+            logger.warning("epoch %d: %d videos shorter than one clip (%s)", epoch, len(short),
+                           ", ".join(sorted(short)))
         self.epoch = Counter()
         return summary
 
     def as_dict(self) -> dict:
-        return {p: {"count": n, "reason": self.reasons[p]} for p, n in sorted(self.total.items())}
+        return {p: {"count": n, "reason": self.reasons[p], "kind": self.kinds[p]} for p, n in sorted(self.total.items())}
 
 
 def build_train_loader(cfg, dataset=None, sampler=None) -> DataLoader:
@@ -86,6 +101,7 @@ def build_train_loader(cfg, dataset=None, sampler=None) -> DataLoader:
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         drop_last=False,  # the sampler yields whole batches only
         collate_fn=collate_train,
+        generator=torch.Generator().manual_seed(cfg.RNG_SEED),  # keeps the global RNG for the model
     )
 
 
@@ -104,4 +120,5 @@ def build_test_loader(cfg, split: str, single_view: bool = False, dataset=None, 
         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         collate_fn=collate_test,
+        generator=torch.Generator().manual_seed(cfg.RNG_SEED),
     )

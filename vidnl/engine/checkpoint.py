@@ -1,9 +1,11 @@
 """Checkpoints: atomic writes, safe loads (``weights_only=True``), resume state, weight loading.
 
-Layout: ``OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth`` (state after 5 finished epochs)
-and ``checkpoint_best.pyth`` (best validation top-1). A checkpoint holds ``model_state``,
-``optimizer_state``, ``epoch`` (finished epochs), ``rng`` (python, numpy, torch[, cuda]),
-``best_metric``, ``cfg`` (YAML text) and ``vidnl_version``.
+Layout: ``OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth`` (state after 5 finished epochs),
+``checkpoint_epoch_00005_iter_000120.pyth`` (5 epochs and 120 iterations of the 6th, written
+every TRAIN.CHECKPOINT_PERIOD_ITERS iterations) and ``checkpoint_best.pyth`` (best validation
+top-1). A checkpoint holds ``model_state``, ``optimizer_state``, ``scaler_state`` (AMP),
+``epoch`` (finished epochs), ``iteration`` (iterations done in the next epoch), ``rng`` (python,
+numpy, torch[, cuda]), ``best_metric``, ``cfg`` (YAML text) and ``vidnl_version``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..errors import VidnlUserError
 
 logger = logging.getLogger(__name__)
 
-_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pyth$")
+_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.pyth$")
 
 
 class CheckpointError(VidnlUserError, RuntimeError):
@@ -35,17 +37,18 @@ def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
-def epoch_checkpoint_path(output_dir: str, epoch: int) -> str:
-    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}.pyth")
+def epoch_checkpoint_path(output_dir: str, epoch: int, iteration: int = 0) -> str:
+    name = f"checkpoint_epoch_{epoch:05d}" + (f"_iter_{iteration:06d}" if iteration else "") + ".pyth"
+    return os.path.join(checkpoint_dir(output_dir), name)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Epoch checkpoints of a run, oldest first."""
+    """Epoch and mid-epoch checkpoints of a run, oldest first."""
     d = checkpoint_dir(output_dir)
     if not os.path.isdir(d):
         return []
-    found = sorted((int(m.group(1)), f) for f in os.listdir(d) if (m := _EPOCH_RE.match(f)))
-    return [os.path.join(d, f) for _, f in found]
+    found = sorted((int(m.group(1)), int(m.group(2) or 0), f) for f in os.listdir(d) if (m := _EPOCH_RE.match(f)))
+    return [os.path.join(d, f) for _, _, f in found]
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
@@ -121,10 +124,13 @@ def load_checkpoint_file(path: str) -> dict:
 
 
 def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer, cfg, best_metric: float | None,
-                    keep: int = 0) -> str:
-    """Write the state after ``epoch`` finished epochs; keep only the newest ``keep`` (0: all)."""
+                    keep: int = 0, iteration: int = 0, scaler=None) -> str:
+    """Write the state after ``epoch`` finished epochs and ``iteration`` iterations of the next;
+    keep only the newest ``keep`` checkpoints (0: all)."""
     state = {
         "epoch": epoch,
+        "iteration": iteration,
+        "scaler_state": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "model_state": unwrap(model).state_dict(),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "rng": get_rng_state(),
@@ -132,7 +138,7 @@ def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer, cf
         "cfg": cfg.dump(),
         "vidnl_version": _version(),
     }
-    path = epoch_checkpoint_path(output_dir, epoch)
+    path = epoch_checkpoint_path(output_dir, epoch, iteration)
     atomic_torch_save(state, path)
     if keep > 0:
         for old in list_checkpoints(output_dir)[:-keep]:

@@ -85,9 +85,13 @@ class GlobalBatchSampler(Sampler[int]):
         self.rank, self.world = rank, world_size
         self.local = global_batch // world_size
         self.epoch = 0
+        self.start_step = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch's order; ``start_step`` skips the first global batches (resuming a
+        run from a mid-epoch checkpoint)."""
         self.epoch = epoch
+        self.start_step = start_step
 
     def num_steps(self) -> int:
         return self.n // self.global_batch if self.n >= self.global_batch else (1 if self.world == 1 else 0)
@@ -97,16 +101,16 @@ class GlobalBatchSampler(Sampler[int]):
         g.manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         order = torch.randperm(self.n, generator=g).tolist()
         if self.n < self.global_batch:  # a single short batch (one process only)
-            yield from order if self.world == 1 else []
+            yield from order if self.world == 1 and self.start_step == 0 else []
             return
-        for step in range(self.num_steps()):
+        for step in range(self.start_step, self.num_steps()):
             start = step * self.global_batch + self.rank * self.local
             yield from order[start:start + self.local]
 
     def __len__(self) -> int:
         if self.n < self.global_batch:
-            return self.n if self.world == 1 else 0
-        return self.num_steps() * self.local
+            return self.n if self.world == 1 and self.start_step == 0 else 0
+        return (self.num_steps() - self.start_step) * self.local
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:

@@ -1,11 +1,15 @@
-"""The training loop: SGD/Adam(W) with a stateless LR schedule, periodic validation, atomic
-checkpoints and auto-resume.
+"""The training loop: SGD/Adam(W) with a stateless LR schedule, optional AMP, periodic
+validation, atomic epoch and mid-epoch checkpoints, auto-resume, torchrun DDP.
 
 Resume precedence (logged at start): a checkpoint of this run in OUTPUT_DIR/checkpoints
 (auto-resume, when TRAIN.AUTO_RESUME) wins over TRAIN.CHECKPOINT_FILE_PATH, which only
-initialises the weights of a new run. Training clips depend only on (RNG_SEED, epoch, video
-index) and the shuffling generator is reseeded every epoch, so a resumed run reproduces the
-uninterrupted one exactly on the CPU.
+initialises the weights of a new run.
+
+Reproducibility: training clips depend only on (RNG_SEED, epoch, video index, retry), the order
+only on (RNG_SEED, epoch), the data loaders draw from their own generators, and checkpoints hold
+the global RNG states (dropout). A run killed at any point and resumed from its newest
+checkpoint (epoch or mid-epoch) therefore ends with the same weights as an uninterrupted run on
+the CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -24,16 +29,18 @@ from tqdm import tqdm
 
 from ..data.datasets import build_dataset
 from ..data.loader import FailureLog, build_test_loader, build_train_loader
+from ..config import ConfigError
+from ..errors import DatasetError
 from ..models import build_model
-from .checkpoint import (atomic_torch_save, extract_model_state, find_resume_checkpoint,
-                         load_checkpoint_file, load_model_weights, save_checkpoint, set_rng_state, unwrap)
+from .checkpoint import (atomic_torch_save, extract_model_state, find_resume_checkpoint, load_checkpoint_file,
+                         load_model_weights, save_checkpoint, set_rng_state, unwrap)
 from .distributed import (GlobalBatchSampler, all_gather_objects, barrier, broadcast_object, get_rank,
                           get_world_size, init_distributed, is_main_process)
 from .evaluate import evaluate, summary
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
 from .optim import build_optimizer, lr_at_epoch, set_lr
-from .setup import get_device, seed_everything
+from .setup import autocast_context, get_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +49,18 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def _load_initial_state(cfg, model, optimizer) -> tuple[int, float | None]:
-    """Apply auto-resume or TRAIN.CHECKPOINT_FILE_PATH. Returns (start_epoch, best_metric).
-    Rank 0 chooses the checkpoint and every process loads that same file."""
+@dataclass
+class RunState:
+    """Where a run stands: ``epoch`` finished epochs and ``iteration`` iterations of the next."""
+
+    epoch: int = 0
+    iteration: int = 0
+    best: float | None = None
+
+
+def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
+    """Apply auto-resume or TRAIN.CHECKPOINT_FILE_PATH. Rank 0 chooses the checkpoint and every
+    process loads that same file."""
     resume = None
     if cfg.TRAIN.AUTO_RESUME:
         found = find_resume_checkpoint(cfg.OUTPUT_DIR) if is_main_process() else None
@@ -59,20 +75,23 @@ def _load_initial_state(cfg, model, optimizer) -> tuple[int, float | None]:
         load_model_weights(model, extract_model_state(ckpt), source=path)
         if ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])
+        if ckpt.get("scaler_state") is not None and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler_state"])
         if ckpt.get("rng") is not None:
             set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s: %d epochs done", path, ckpt["epoch"])
-        return int(ckpt["epoch"]), ckpt.get("best_metric")
+        state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
+        logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
+        return state
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         path = cfg.TRAIN.CHECKPOINT_FILE_PATH
         ckpt = load_checkpoint_file(path)
         load_model_weights(model, extract_model_state(ckpt), source=path,
                            allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
-        logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s", path)
+        logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s (no checkpoint of this run to resume)", path)
         if cfg.TRAIN.CHECKPOINT_LOAD_OPTIMIZER and ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])
-            return int(ckpt.get("epoch", 0)), ckpt.get("best_metric")
-    return 0, None
+            return RunState(int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
+    return RunState()
 
 
 def set_train_mode(model: nn.Module, frozen_bn: bool) -> None:
@@ -84,124 +103,176 @@ def set_train_mode(model: nn.Module, frozen_bn: bool) -> None:
                 m.eval()
 
 
-def train_epoch(cfg, model, loader, optimizer, device, epoch: int, failures: FailureLog,
-                tb: TensorBoardWriter) -> dict:
-    set_train_mode(model, cfg.BN.FROZEN)
-    iters = len(loader)
-    if iters == 0:
-        raise RuntimeError(f"the training set gives no full batch of TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE}")
-    loss_sum, seen, hits1 = 0.0, 0, 0
-    start = time.time()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", disable=not sys.stderr.isatty(),
-               leave=False)
-    for it, batch in enumerate(bar):
-        failures.add(batch["failures"])
-        lr = lr_at_epoch(cfg, epoch + it / iters)
-        set_lr(optimizer, lr)
-        x = batch["inputs"].to(device, non_blocking=True)
-        y = batch["labels"].to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} iteration {it + 1}; "
-                                   f"lower SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.TRAIN.CLIP_GRAD_NORM > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
-        optimizer.step()
-        n = y.shape[0]
-        loss_sum += loss.item() * n
-        seen += n
-        hits1 += topk_correct(logits.detach(), y, (1,))[1]
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}")
-        if (it + 1) % cfg.LOG_PERIOD == 0:
-            stats = {"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
-                     "loss": loss.item(), "lr": lr}
+class Trainer:
+    """One training run (one process of it under torchrun)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        init_distributed(use_cuda=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
+        self.rank, self.world, self.main = get_rank(), get_world_size(), is_main_process()
+        if self.main:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+        setup_logging(cfg.OUTPUT_DIR if self.main else None, quiet=not self.main)
+        if cfg.NUM_GPUS > 1 and self.world == 1:
+            logger.warning("NUM_GPUS=%d but this is a single process: launch with torchrun --nproc_per_node %d "
+                           "to use them all", cfg.NUM_GPUS, cfg.NUM_GPUS)
+        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+        self.device = get_device(cfg)
+        model = build_model(cfg)
+        if cfg.BN.NORM_TYPE == "sync_batchnorm" and self.world > 1:
+            if self.device.type != "cuda":
+                raise ConfigError("BN.NORM_TYPE sync_batchnorm needs GPUs (PyTorch has no CPU SyncBatchNorm); "
+                                   "use batchnorm, or BN.FROZEN True")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.amp = cfg.TRAIN.MIXED_PRECISION
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        logger.info("model %s-R%d (%.2fM parameters) on %s x %d processes, nonlocal %s at %s", cfg.MODEL.ARCH,
+                    cfg.RESNET.DEPTH, n_params / 1e6, self.device, self.world, cfg.NONLOCAL.TYPE,
+                    list(map(list, cfg.NONLOCAL.LOCATION)))
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+        self.sampler = GlobalBatchSampler(len(self.train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, self.rank, self.world)
+        self.loader = build_train_loader(cfg, self.train_set, self.sampler)
+        self.val_loader = None
+        if cfg.TRAIN.EVAL_PERIOD > 0:
+            self.val_loader = build_test_loader(cfg, "val", single_view=True, rank=self.rank, world_size=self.world)
+        logger.info("training on %d videos (%d iterations/epoch, global batch %d = %d x %d), validating on %s",
+                    len(self.train_set), self.sampler.num_steps(), cfg.TRAIN.BATCH_SIZE, self.world,
+                    self.sampler.local, f"{len(self.val_loader.dataset)} videos" if self.val_loader else "nothing")
+        self.failures = FailureLog()
+        self.tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE and self.main)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, epoch: int, iteration: int = 0) -> None:
+        """Rank 0 writes; everyone waits so no process runs ahead of a checkpoint."""
+        if self.main:
+            path = save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.model, self.optimizer, self.cfg, self.state.best,
+                                   keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler)
+            logger.info("saved %s", path)
+        barrier()
+
+    # -- one epoch -------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, start_iter: int) -> dict:
+        cfg = self.cfg
+        set_train_mode(self.model, cfg.BN.FROZEN)
+        iters = self.sampler.num_steps()
+        if iters == 0:
+            raise DatasetError(f"the training set ({len(self.train_set)} videos) gives no full batch of "
+                               f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE}")
+        self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, start_step=start_iter)
+        loss_sum, seen, hits1, lr = 0.0, 0, 0, lr_at_epoch(cfg, epoch + start_iter / iters)
+        start = time.time()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", disable=not sys.stderr.isatty(),
+                   leave=False, initial=start_iter, total=iters)
+        for it, batch in enumerate(bar, start=start_iter):
+            self.failures.add(batch["failures"], batch.get("notes", ()))
+            self.check_bad_fraction()
+            lr = lr_at_epoch(cfg, epoch + it / iters)
+            set_lr(self.optimizer, lr)
+            x = batch["inputs"].to(self.device, non_blocking=True)
+            y = batch["labels"].to(self.device, non_blocking=True)
+            with autocast_context(self.device, self.amp):
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} iteration {it + 1}; "
+                                       f"lower SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR})")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.TRAIN.CLIP_GRAD_NORM > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            n = y.shape[0]
+            loss_sum += loss.item() * n
+            seen += n
+            hits1 += topk_correct(logits.detach().float(), y, (1,))[1]
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}")
+            if (it + 1) % cfg.LOG_PERIOD == 0:
+                log_json_stats({"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
+                                "loss": loss.item(), "lr": lr})
+                self.tb.add_scalars({"loss": loss.item(), "lr": lr}, epoch * iters + it, "train_iter")
+            period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
+            if period and (it + 1) % period == 0 and it + 1 < iters:
+                self.save(epoch, it + 1)
+        elapsed = time.time() - start
+        return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
+                "top1_acc": 100.0 * hits1 / max(seen, 1), "lr": lr, "clips": seen, "time_s": elapsed,
+                "clips_per_s": seen / max(elapsed, 1e-9)}
+
+    def check_bad_fraction(self) -> None:
+        limit = self.cfg.DATA_LOADER.MAX_BAD_FRACTION
+        bad = len(self.failures.bad_files)
+        if bad > limit * len(self.train_set):
+            listed = ", ".join(sorted(self.failures.bad_files)[:10])
+            raise DatasetError(
+                f"{bad} of {len(self.train_set)} training videos cannot be decoded, more than "
+                f"DATA_LOADER.MAX_BAD_FRACTION={limit}: the dataset looks broken (e.g. {listed}). Check it with "
+                f"its CSV, or raise the limit."
+            )
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, state = self.cfg, self.state
+        last_stats: dict = {}
+        if state.epoch >= cfg.SOLVER.MAX_EPOCH:
+            logger.info("all %d epochs already done", cfg.SOLVER.MAX_EPOCH)
+        for epoch in range(state.epoch, cfg.SOLVER.MAX_EPOCH):
+            start_iter = state.iteration if epoch == state.epoch else 0
+            stats = self.train_epoch(epoch, start_iter)
+            stats.update(self.failures.end_epoch(epoch + 1))
             log_json_stats(stats)
-            tb.add_scalars({"loss": loss.item(), "lr": lr}, epoch * iters + it, "train_iter")
-    elapsed = time.time() - start
-    return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
-            "top1_acc": 100.0 * hits1 / max(seen, 1), "lr": lr, "clips": seen, "time_s": elapsed,
-            "clips_per_s": seen / max(elapsed, 1e-9)}
+            self.tb.add_scalars(stats, epoch + 1, "train")
+            last_stats = stats
+            is_last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
+            if self.val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
+                self.validate(epoch)
+            if (cfg.TRAIN.CHECKPOINT_PERIOD and (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0) or is_last:
+                self.save(epoch + 1)
+        self.tb.close()
+        failures = self.gather_failures()
+        return {"last_epoch": last_stats, "best_val_top1": state.best, "model": unwrap(self.model),
+                "decode_failures": failures}
+
+    def validate(self, epoch: int) -> None:
+        cfg, state = self.cfg, self.state
+        with autocast_context(self.device, self.amp):
+            res = evaluate(self.model, self.val_loader, self.device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
+        log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **summary(res)})
+        self.tb.add_scalars(summary(res), epoch + 1, "val")
+        if state.best is None or res["video_top1"] > state.best:
+            state.best = res["video_top1"]
+            if self.main:
+                atomic_torch_save({"epoch": epoch + 1, "model_state": unwrap(self.model).state_dict(),
+                                   "best_metric": state.best, "cfg": cfg.dump()},
+                                  os.path.join(cfg.OUTPUT_DIR, "checkpoints", "checkpoint_best.pyth"))
+        logger.info("epoch %d: val top-1 %.2f%% (best %.2f%%)", epoch + 1, res["video_top1"], state.best)
+
+    def gather_failures(self) -> dict:
+        merged: dict = {}
+        for part in all_gather_objects(self.failures.as_dict()):
+            for path, info in part.items():
+                entry = merged.setdefault(path, {"count": 0, "reason": info["reason"], "kind": info["kind"]})
+                entry["count"] += info["count"]
+        if merged and self.main:
+            out = os.path.join(self.cfg.OUTPUT_DIR, "decode_failures.json")
+            with open(out, "w") as f:
+                json.dump(merged, f, indent=1)
+            logger.warning("%d training videos could not be decoded or were too short; see %s", len(merged), out)
+        return merged
 
 
 def train(cfg) -> dict:
     """Train per ``cfg`` (one process, or each process of a torchrun launch); returns the last
-    epoch's stats and the best validation top-1."""
-    init_distributed(use_cuda=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
-    rank, world, main = get_rank(), get_world_size(), is_main_process()
-    if main:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-    setup_logging(cfg.OUTPUT_DIR if main else None, quiet=not main)
-    if cfg.NUM_GPUS > 1 and world == 1:
-        logger.warning("NUM_GPUS=%d but this is a single process: launch with torchrun --nproc_per_node %d "
-                       "to use them all", cfg.NUM_GPUS, cfg.NUM_GPUS)
-    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
-    device = get_device(cfg)
-    model = build_model(cfg).to(device)
-    optimizer = build_optimizer(cfg, model)
-    start_epoch, best = _load_initial_state(cfg, model, optimizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model %s-R%d (%.2fM parameters) on %s x %d processes, nonlocal %s at %s", cfg.MODEL.ARCH,
-                cfg.RESNET.DEPTH, n_params / 1e6, device, world, cfg.NONLOCAL.TYPE,
-                list(map(list, cfg.NONLOCAL.LOCATION)))
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
-    sampler = GlobalBatchSampler(len(train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, rank, world)
-    loader = build_train_loader(cfg, train_set, sampler)
-    val_loader = None
-    if cfg.TRAIN.EVAL_PERIOD > 0:
-        val_loader = build_test_loader(cfg, "val", single_view=True, rank=rank, world_size=world)
-    logger.info("training on %d videos (%d iterations/epoch, global batch %d = %d x %d), validating on %s",
-                len(train_set), len(loader), cfg.TRAIN.BATCH_SIZE, world, sampler.local,
-                f"{len(val_loader.dataset)} videos" if val_loader else "nothing")
-    failures = FailureLog()
-    tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE and main)
-    last_stats: dict = {}
-    if start_epoch >= cfg.SOLVER.MAX_EPOCH:
-        logger.info("all %d epochs already done", cfg.SOLVER.MAX_EPOCH)
-    for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):
-        train_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        stats = train_epoch(cfg, model, loader, optimizer, device, epoch, failures, tb)
-        stats.update(failures.end_epoch(epoch + 1))
-        log_json_stats(stats)
-        tb.add_scalars(stats, epoch + 1, "train")
-        last_stats = stats
-        is_last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
-        if val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
-            res = evaluate(model, val_loader, device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
-            val = {"_type": "val_epoch", "epoch": epoch + 1, **summary(res)}
-            log_json_stats(val)
-            tb.add_scalars(summary(res), epoch + 1, "val")
-            if best is None or res["video_top1"] > best:
-                best = res["video_top1"]
-                if main:
-                    atomic_torch_save({"epoch": epoch + 1, "model_state": unwrap(model).state_dict(),
-                                       "best_metric": best, "cfg": cfg.dump()},
-                                      os.path.join(cfg.OUTPUT_DIR, "checkpoints", "checkpoint_best.pyth"))
-            logger.info("epoch %d: val top-1 %.2f%% (best %.2f%%)", epoch + 1, res["video_top1"], best)
-        if (cfg.TRAIN.CHECKPOINT_PERIOD and (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0) or is_last:
-            if main:
-                path = save_checkpoint(cfg.OUTPUT_DIR, epoch + 1, model, optimizer, cfg, best,
-                                       keep=cfg.TRAIN.KEEP_CHECKPOINTS)
-                logger.info("saved %s", path)
-            barrier()
-    tb.close()
-    all_failures: dict = {}
-    for part in all_gather_objects(failures.as_dict()):
-        for path, info in part.items():
-            entry = all_failures.setdefault(path, {"count": 0, "reason": info["reason"]})
-            entry["count"] += info["count"]
-    if all_failures and main:
-        with open(os.path.join(cfg.OUTPUT_DIR, "decode_failures.json"), "w") as f:
-            json.dump(all_failures, f, indent=1)
-        logger.warning("%d videos could not be decoded during training; see %s", len(all_failures),
-                       os.path.join(cfg.OUTPUT_DIR, "decode_failures.json"))
-    return {"last_epoch": last_stats, "best_val_top1": best, "model": unwrap(model),
-            "decode_failures": all_failures}
+    epoch's stats, the best validation top-1 and the decode failures."""
+    return Trainer(cfg).run()

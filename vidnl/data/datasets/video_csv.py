@@ -140,11 +140,16 @@ class VideoCSVDataset(Dataset):
                 failures.append((record.path, e.reason))
                 index = int(rng.integers(0, len(self.records)))
                 continue
+            span = sampling.clip_span(c.num_frames, c.sampling_rate)
+            notes = []
+            if decoded.num_frames < span:
+                notes.append((record.path, f"{decoded.num_frames} frames, shorter than one clip ({span} frames): "
+                                           f"{'padded with its last frame' if c.short_video_mode == 'pad' else 'looped'}"))
             clip = transforms.train_transform(
                 transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
                 crop_size=c.train_crop_size, flip=c.random_flip, mean=c.mean, std=c.std, rng=rng,
             )
-            return {"inputs": clip, "label": record.label, "index": index, "failures": failures}
+            return {"inputs": clip, "label": record.label, "index": index, "failures": failures, "notes": notes}
         raise RuntimeError(
             f"{c.num_retries + 1} videos in a row could not be decoded; the last: "
             f"{failures[-1][0]} ({failures[-1][1]}). Check the dataset with its CSV."
