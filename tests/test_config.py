@@ -64,11 +64,28 @@ def test_base_inheritance_and_file_errors(tmp_path):
 
 
 def test_every_default_key_is_commented():
-    lines = open(defaults_module.__file__).read().splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"^_C\.([A-Z0-9_.]+) = (?!CfgNode\(\))", line)
-        if m:
-            assert lines[i - 1].lstrip().startswith("#"), f"{m.group(1)} has no comment above it"
+    import glob
+
+    files = glob.glob(os.path.join(os.path.dirname(defaults_module.__file__), "defaults*.py"))
+    assert len(files) >= 3
+    checked = 0
+    for path in files:
+        lines = open(path).read().splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"^\s*_C\.([A-Z0-9_.]+) = (?!CfgNode\(\))", line)
+            if m:
+                checked += 1
+                assert lines[i - 1].lstrip().startswith("#"), f"{path}: {m.group(1)} has no comment above it"
+    # and every key of the merged defaults is one of those lines
+    assert checked == sum(1 for _ in _leaves(get_cfg()))
+
+
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, type(node)):
+            yield from _leaves(v, prefix + k + ".")
+        else:
+            yield prefix + k
 
 
 @pytest.mark.parametrize("opts_flag", [False, True])

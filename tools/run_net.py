@@ -32,14 +32,20 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg_file, list(args.overrides) + list(args.opts))
-        from vidnl.engine import test, train
+        if cfg.TASK == "reid":
+            from vidnl.engine.reid import test, train
+        else:
+            from vidnl.engine import test, train
 
         if cfg.TRAIN.ENABLE:
             train(cfg)
         if cfg.TEST.ENABLE:
             results = test(cfg)
-            print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} videos; "
-                  f"outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
+            if "headline" in results:
+                print(f"{results['headline']}; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
+            else:
+                print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} "
+                      f"videos; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
     except VidnlUserError as e:
         print(f"vidnl: error: {e}", file=sys.stderr)
         return 2

@@ -8,3 +8,7 @@ class VidnlUserError(Exception):
 
 class DatasetError(VidnlUserError, ValueError):
     """A dataset file is missing or malformed; the message names the file (and line)."""
+
+
+class ConfigError(VidnlUserError, ValueError):
+    """A user error in a config file or override; the message names the key and what is allowed."""

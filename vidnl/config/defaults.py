@@ -14,6 +14,9 @@ _C = CfgNode()
 # ---------------------------------------------------------------------------------------------
 # Folder for checkpoints, logs, TensorBoard events and predictions of this run.
 _C.OUTPUT_DIR = "./output"
+# What to train and test: "classification" (action recognition, images) or "reid" (video person
+# re-identification: embedding + triplet loss, CMC/mAP evaluation).
+_C.TASK = "classification"
 # Seed of every random number generator (python, numpy, torch, data sampling).
 _C.RNG_SEED = 0
 # Number of GPUs to use; 0 runs on the CPU. If CUDA is unavailable the CPU is used anyway.
@@ -260,6 +263,12 @@ _C.SOLVER.WARMUP_START_LR = 0.01
 _C.TENSORBOARD = CfgNode()
 # Write TensorBoard events to OUTPUT_DIR/tensorboard.
 _C.TENSORBOARD.ENABLE = True
+
+# Keys of other areas, each in its own module with its comments and rules.
+from . import defaults_data, defaults_reid  # noqa: E402
+
+defaults_data.add_config(_C)
+defaults_reid.add_config(_C)
 
 
 def get_cfg() -> CfgNode:

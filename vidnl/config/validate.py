@@ -14,22 +14,21 @@ from typing import Any, Iterable
 import yaml
 from fvcore.common.config import CfgNode
 
-from ..errors import VidnlUserError
-from ..models.resnet import STAGE_BLOCKS as RESNET_STAGE_BLOCKS  # residual blocks per stage
+from ..errors import ConfigError
+from . import defaults_data, defaults_reid
+
+EXTENSIONS = (defaults_data, defaults_reid)  # config groups added by other areas (keys + rules)
 
 # Allowed values of string / choice keys. Checked after every merge.
 ALLOWED_VALUES = {
-    "TRAIN.DATASET": ("csv",),
-    "TEST.DATASET": ("csv",),
+    "TASK": ("classification", "reid"),
     "TEST.NUM_SPATIAL_CROPS": (1, 3),
     "TEST.ENSEMBLE_METHOD": ("sum_softmax", "mean_logits"),
     "TEST.SPLIT": ("test", "val"),
     "DATA.SHORT_VIDEO_MODE": ("pad", "loop"),
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
-    "MODEL.ARCH": ("c2d", "i3d"),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
-    "RESNET.DEPTH": (18, 50, 101),
     "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
     "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
@@ -56,8 +55,6 @@ NON_NEGATIVE = (
 
 
 
-class ConfigError(VidnlUserError, ValueError):
-    """A user error in a config file or override; the message is meant for the user."""
 
 
 def _all_keys(node: CfgNode, prefix: str = "") -> list[str]:
@@ -211,9 +208,21 @@ def _get(cfg: CfgNode, key: str) -> Any:
     return node
 
 
+def _registries() -> dict:
+    """Allowed values that come from registries (models, datasets)."""
+    from ..data.datasets import DATASET_REGISTRY
+    from ..models.build import MODEL_REGISTRY
+
+    return {"MODEL.ARCH": tuple(sorted(MODEL_REGISTRY)), "TRAIN.DATASET": tuple(sorted(DATASET_REGISTRY)),
+            "TEST.DATASET": tuple(sorted(DATASET_REGISTRY))}
+
+
 def validate(cfg: CfgNode) -> None:
     """Check value ranges and cross-key rules of a fully merged config."""
-    for key, allowed in ALLOWED_VALUES.items():
+    allowed_values = {**ALLOWED_VALUES, **_registries()}
+    for ext in EXTENSIONS:
+        allowed_values.update(getattr(ext, "ALLOWED_VALUES", {}))
+    for key, allowed in allowed_values.items():
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(
@@ -250,6 +259,9 @@ def validate(cfg: CfgNode) -> None:
     pool = list(cfg.NONLOCAL.POOL)
     if pool and (len(pool) != 3 or not all(isinstance(p, int) and p >= 1 for p in pool)):
         raise ConfigError(f"NONLOCAL.POOL: expected [] or three ints >= 1 (T, H, W), got {pool!r}.")
+    for ext in EXTENSIONS:
+        if hasattr(ext, "validate"):
+            ext.validate(cfg)
     _validate_solver(cfg)
     _validate_nonlocal_location(cfg)
     _validate_nonlocal_options(cfg)
@@ -267,28 +279,37 @@ def _validate_solver(cfg: CfgNode) -> None:
             raise ConfigError(f"SOLVER.STEPS: must start at 0 and increase, got {list(s.STEPS)}.")
 
 
+def _stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    from ..models.build import model_stages
+
+    try:
+        return model_stages(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _validate_nonlocal_location(cfg: CfgNode) -> None:
     loc = cfg.NONLOCAL.LOCATION
-    blocks = RESNET_STAGE_BLOCKS[cfg.RESNET.DEPTH]
+    names, blocks = _stages(cfg)
+    arch = f"{cfg.MODEL.ARCH} (depth {cfg.RESNET.DEPTH})"
     if len(loc) > len(blocks):
         raise ConfigError(
-            f"NONLOCAL.LOCATION: {list(loc)!r} names {len(loc)} stages, but a ResNet-"
-            f"{cfg.RESNET.DEPTH} has {len(blocks)} (res2..res5)."
+            f"NONLOCAL.LOCATION: {list(loc)!r} names {len(loc)} stages, but {arch} has {len(blocks)} "
+            f"({', '.join(names)})."
         )
     for stage, idx in enumerate(loc):
         if not isinstance(idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
             raise ConfigError(
-                f"NONLOCAL.LOCATION: entry {stage} (res{stage + 2}) must be a list of block indices, got {idx!r}."
+                f"NONLOCAL.LOCATION: entry {stage} ({names[stage]}) must be a list of block indices, got {idx!r}."
             )
         for i in idx:
             if not 0 <= i < blocks[stage]:
                 raise ConfigError(
-                    f"NONLOCAL.LOCATION: index {i} in res{stage + 2} (entry {stage}) is out of range; "
-                    f"ResNet-{cfg.RESNET.DEPTH} res{stage + 2} has {blocks[stage]} blocks, "
-                    f"allowed indices 0..{blocks[stage] - 1}."
+                    f"NONLOCAL.LOCATION: index {i} in {names[stage]} (entry {stage}) is out of range; "
+                    f"{arch} {names[stage]} has {blocks[stage]} blocks, allowed indices 0..{blocks[stage] - 1}."
                 )
         if len(set(idx)) != len(idx):
-            raise ConfigError(f"NONLOCAL.LOCATION: repeated index in res{stage + 2}: {idx!r}.")
+            raise ConfigError(f"NONLOCAL.LOCATION: repeated index in {names[stage]}: {idx!r}.")
 
 
 _OPTION_KEYS = {"kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM", "order": "NONLOCAL.ORDER",
@@ -321,14 +342,14 @@ def _validate_inflate(cfg: CfgNode) -> None:
     inflate = cfg.RESNET.INFLATE
     if not inflate:
         return
-    blocks = RESNET_STAGE_BLOCKS[cfg.RESNET.DEPTH]
+    _, blocks = _stages(cfg)
     if len(inflate) != len(blocks) or any(
         not isinstance(s, (list, tuple)) or len(s) != n or not all(v in (0, 1) for v in s)
         for s, n in zip(inflate, blocks)
     ):
         raise ConfigError(
             f"RESNET.INFLATE: expected one list of 0/1 per stage with {list(blocks)} entries for "
-            f"ResNet-{cfg.RESNET.DEPTH}, got {inflate!r}."
+            f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, got {inflate!r}."
         )
 
 

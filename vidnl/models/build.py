@@ -8,18 +8,37 @@ import torch.nn as nn
 from fvcore.common.config import CfgNode
 
 from ..nonlocal_blocks import build_nonlocal_block, insert_nonlocal
-from .resnet import VideoResNet
+from .resnet import STAGE_BLOCKS, VideoResNet
 
 MODEL_REGISTRY: dict[str, Callable[[CfgNode], nn.Module]] = {}
+# name -> function cfg -> (stage names, residual blocks per stage): what NONLOCAL.LOCATION indexes.
+MODEL_STAGES: dict[str, Callable[[CfgNode], tuple[tuple[str, ...], tuple[int, ...]]]] = {}
 
 
-def register_model(name: str):
+def register_model(name: str, stages: Callable[[CfgNode], tuple[tuple[str, ...], tuple[int, ...]]]):
+    """Register a builder ``fn(cfg) -> nn.Module`` under MODEL.ARCH ``name``. ``stages(cfg)``
+    returns the stage names and block counts of the configured model (raise ValueError naming
+    the key for an unsupported depth); config validation checks NONLOCAL.LOCATION against it."""
     def wrap(fn):
         if name in MODEL_REGISTRY:
             raise KeyError(f"model {name!r} registered twice")
         MODEL_REGISTRY[name] = fn
+        MODEL_STAGES[name] = stages
         return fn
     return wrap
+
+
+def model_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    if cfg.MODEL.ARCH not in MODEL_STAGES:
+        raise ValueError(f"MODEL.ARCH {cfg.MODEL.ARCH!r} is not registered; known: {sorted(MODEL_STAGES)}")
+    return MODEL_STAGES[cfg.MODEL.ARCH](cfg)
+
+
+def _resnet_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    if cfg.RESNET.DEPTH not in STAGE_BLOCKS:
+        raise ValueError(f"RESNET.DEPTH: {cfg.RESNET.DEPTH} is not available for {cfg.MODEL.ARCH}; "
+                         f"choose one of {sorted(STAGE_BLOCKS)}.")
+    return ("res2", "res3", "res4", "res5"), STAGE_BLOCKS[cfg.RESNET.DEPTH]
 
 
 def nonlocal_options(cfg: CfgNode) -> dict:
@@ -74,8 +93,8 @@ def _video_resnet(cfg: CfgNode) -> nn.Module:
     return model
 
 
-register_model("c2d")(_video_resnet)
-register_model("i3d")(_video_resnet)
+register_model("c2d", _resnet_stages)(_video_resnet)
+register_model("i3d", _resnet_stages)(_video_resnet)
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
