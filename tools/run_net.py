@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg_file, list(args.overrides) + list(args.opts))
-        if cfg.TASK == "reid":
+        if cfg.MODEL.TASK == "reid":
             from vidnl.engine.reid import test, train
         else:
             from vidnl.engine import test, train

@@ -14,9 +14,6 @@ _C = CfgNode()
 # ---------------------------------------------------------------------------------------------
 # Folder for checkpoints, logs, TensorBoard events and predictions of this run.
 _C.OUTPUT_DIR = "./output"
-# What to train and test: "classification" (action recognition, images) or "reid" (video person
-# re-identification: embedding + triplet loss, CMC/mAP evaluation).
-_C.TASK = "classification"
 # Seed of every random number generator (python, numpy, torch, data sampling).
 _C.RNG_SEED = 0
 # Number of GPUs to use; 0 runs on the CPU. If CUDA is unavailable the CPU is used anyway.
@@ -140,6 +137,9 @@ _C.DATA_LOADER.MAX_BAD_FRACTION = 0.1
 # Model
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CfgNode()
+# What to train and test: "classification" (action recognition, images) or "reid" (video person
+# re-identification: embedding + triplet loss, CMC/mAP evaluation).
+_C.MODEL.TASK = "classification"
 # Architecture: "c2d" (2D kernels, temporal pooling only) or "i3d" (inflated 3x1x1 / 3x3x3
 # temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1).
 _C.MODEL.ARCH = "i3d"

@@ -21,7 +21,7 @@ EXTENSIONS = (defaults_data, defaults_reid)  # config groups added by other area
 
 # Allowed values of string / choice keys. Checked after every merge.
 ALLOWED_VALUES = {
-    "TASK": ("classification", "reid"),
+    "MODEL.TASK": ("classification", "reid"),
     "TEST.NUM_SPATIAL_CROPS": (1, 3),
     "TEST.ENSEMBLE_METHOD": ("sum_softmax", "mean_logits"),
     "TEST.SPLIT": ("test", "val"),
