@@ -140,8 +140,11 @@ _C.MODEL = CfgNode()
 # What to train and test: "classification" (action recognition, images) or "reid" (video person
 # re-identification: embedding + triplet loss, CMC/mAP evaluation).
 _C.MODEL.TASK = "classification"
-# Architecture: "c2d" (2D kernels, temporal pooling only) or "i3d" (inflated 3x1x1 / 3x3x3
-# temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1).
+# Architecture: "c2d" (2D kernels, temporal pooling only), "i3d" (inflated 3x1x1 / 3x3x3
+# temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1),
+# "resnet3d" (Hara et al.'s 3D-ResNet / ResNeXt, kxkxk kernels), "p3d" (Pseudo-3D ResNet),
+# "mars" (RGB ResNeXt with a flow teacher), "vtn" (2D ResNet + transformer), "resnet2d" and
+# "preresnet" (images as T=1 clips), plus models registered by other modules (e.g. "resnet50tp").
 _C.MODEL.ARCH = "i3d"
 # Number of classes of the classifier.
 _C.MODEL.NUM_CLASSES = 400
@@ -151,6 +154,16 @@ _C.MODEL.DROPOUT_RATE = 0.5
 _C.MODEL.LOSS_FUNC = "cross_entropy"
 # Label smoothing of the cross-entropy loss (0: none).
 _C.MODEL.LABEL_SMOOTHING = 0.0
+# Format of TRAIN/TEST.CHECKPOINT_FILE_PATH weights: "auto" (detect), "vidnl", "torchvision" (a 2D
+# ResNet state dict, inflated to 3D), "pyslowfast" or "caffe2" (key names mapped to vidnl's).
+_C.MODEL.WEIGHTS_FORMAT = "auto"
+# How 2D kernels are inflated over time: "mean" (each of the t planes is w / t, seed 004) or
+# "center" (w in the middle plane, zeros elsewhere).
+_C.MODEL.INFLATE = "mean"
+# MARS: weight alpha of the feature-distillation term (MSE to the flow teacher's features).
+_C.MODEL.MARS_ALPHA = 50.0
+# MARS: checkpoint of the trained flow stream (the frozen teacher); empty: random (tests only).
+_C.MODEL.MARS_FLOW_CHECKPOINT = ""
 
 # ---------------------------------------------------------------------------------------------
 # ResNet backbone
@@ -161,6 +174,8 @@ _C.RESNET.DEPTH = 50
 # Channels of the stem; stage widths are 1x, 2x, 4x, 8x this (times 4 at the output of
 # bottleneck blocks). 64 is the standard ResNet; small values give tiny models for tests.
 _C.RESNET.BASE_WIDTH = 64
+# Groups of the 3x3x3 convs of "resnet3d" / "mars" bottlenecks: 1 for ResNet, 32 for ResNeXt.
+_C.RESNET.CARDINALITY = 1
 # Temporal max-pool (3x1x1, stride 2) after res2, as in seed 004 Table 1.
 _C.RESNET.TEMPORAL_POOL = True
 # I3D only: per stage, 1 where a residual block gets a temporal kernel. Empty: the paper's
@@ -168,6 +183,22 @@ _C.RESNET.TEMPORAL_POOL = True
 _C.RESNET.INFLATE = []
 # Zero-initialise the last BN of each residual block (the block starts as identity).
 _C.RESNET.ZERO_INIT_FINAL_BN = True
+
+# ---------------------------------------------------------------------------------------------
+# Video Transformer Network (MODEL.ARCH vtn)
+# ---------------------------------------------------------------------------------------------
+_C.VTN = CfgNode()
+# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (seed 000
+# replaces it with a nonlocal block over the frame tokens).
+_C.VTN.ATTENTION = "mha"
+# Token width.
+_C.VTN.DIM = 512
+# Encoder layers.
+_C.VTN.NUM_LAYERS = 3
+# Attention heads ("mha").
+_C.VTN.NUM_HEADS = 8
+# Longest clip (frames) the positional embedding covers.
+_C.VTN.MAX_FRAMES = 64
 
 # ---------------------------------------------------------------------------------------------
 # Batch normalisation

@@ -29,6 +29,9 @@ ALLOWED_VALUES = {
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
+    "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2"),
+    "MODEL.INFLATE": ("mean", "center"),
+    "VTN.ATTENTION": ("mha", "snl", "nl"),
     "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
     "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
@@ -43,7 +46,8 @@ POSITIVE = (
     "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "DATA.NUM_FRAMES",
     "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES",
     "RESNET.BASE_WIDTH", "SOLVER.MAX_EPOCH", "LOG_PERIOD", "DATA.INPUT_CHANNEL_NUM", "NONLOCAL.GROUPS",
-    "NONLOCAL.RECURRENCE", "NONLOCAL.NS_STAGES",
+    "NONLOCAL.RECURRENCE", "NONLOCAL.NS_STAGES", "RESNET.CARDINALITY", "VTN.DIM", "VTN.NUM_LAYERS",
+    "VTN.NUM_HEADS", "VTN.MAX_FRAMES",
 )
 NON_NEGATIVE = (
     "TRAIN.EVAL_PERIOD", "TRAIN.CHECKPOINT_PERIOD", "TRAIN.KEEP_CHECKPOINTS", "NUM_GPUS",
@@ -250,6 +254,8 @@ def validate(cfg: CfgNode) -> None:
             f"DATA.TRAIN_JITTER_SCALES: the smallest short side {js[0]} is below "
             f"DATA.TRAIN_CROP_SIZE {cfg.DATA.TRAIN_CROP_SIZE}; a crop would not fit."
         )
+    if cfg.VTN.DIM % cfg.VTN.NUM_HEADS:
+        raise ConfigError(f"VTN.DIM {cfg.VTN.DIM} must be divisible by VTN.NUM_HEADS {cfg.VTN.NUM_HEADS}.")
     if not 0.0 <= cfg.DATA_LOADER.MAX_BAD_FRACTION <= 1.0:
         raise ConfigError(f"DATA_LOADER.MAX_BAD_FRACTION: must be in [0, 1], got {cfg.DATA_LOADER.MAX_BAD_FRACTION!r}.")
     if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
@@ -292,12 +298,12 @@ def _validate_nonlocal_location(cfg: CfgNode) -> None:
     loc = cfg.NONLOCAL.LOCATION
     names, blocks = _stages(cfg)
     arch = f"{cfg.MODEL.ARCH} (depth {cfg.RESNET.DEPTH})"
-    if len(loc) > len(blocks):
+    if len(loc) > len(blocks) and any(loc[len(blocks):]):
         raise ConfigError(
             f"NONLOCAL.LOCATION: {list(loc)!r} names {len(loc)} stages, but {arch} has {len(blocks)} "
             f"({', '.join(names)})."
         )
-    for stage, idx in enumerate(loc):
+    for stage, idx in enumerate(loc[:len(blocks)]):
         if not isinstance(idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
             raise ConfigError(
                 f"NONLOCAL.LOCATION: entry {stage} ({names[stage]}) must be a list of block indices, got {idx!r}."

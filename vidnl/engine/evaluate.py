@@ -124,7 +124,11 @@ def test(cfg, model: nn.Module | None = None) -> dict:
                 f"has no checkpoint. Train first or set TEST.CHECKPOINT_FILE_PATH."
             )
         logger.info("testing weights from %s", path)
-        load_model_weights(model, extract_model_state(load_checkpoint_file(path)), source=path)
+        from ..models.inflate import convert_state_dict
+
+        state = convert_state_dict(extract_model_state(load_checkpoint_file(path)), model, cfg.MODEL.WEIGHTS_FORMAT,
+                                   cfg.MODEL.INFLATE)
+        load_model_weights(model, state, source=path)
     model.to(device)
     split = cfg.TEST.SPLIT
     loader = build_test_loader(cfg, split, rank=get_rank(), world_size=get_world_size())

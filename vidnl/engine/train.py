@@ -32,6 +32,7 @@ from ..data.loader import FailureLog, build_test_loader, build_train_loader
 from ..config import ConfigError
 from ..errors import DatasetError
 from ..models import build_model
+from ..models.inflate import convert_state_dict
 from .checkpoint import (atomic_torch_save, extract_model_state, find_resume_checkpoint, load_checkpoint_file,
                          load_model_weights, save_checkpoint, set_rng_state, unwrap)
 from .distributed import (GlobalBatchSampler, all_gather_objects, barrier, broadcast_object, get_rank,
@@ -85,8 +86,8 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         path = cfg.TRAIN.CHECKPOINT_FILE_PATH
         ckpt = load_checkpoint_file(path)
-        load_model_weights(model, extract_model_state(ckpt), source=path,
-                           allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
+        state = convert_state_dict(extract_model_state(ckpt), unwrap(model), cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.INFLATE)
+        load_model_weights(model, state, source=path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
         logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s (no checkpoint of this run to resume)", path)
         if cfg.TRAIN.CHECKPOINT_LOAD_OPTIMIZER and ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -181,8 +182,13 @@ class Trainer:
             x = batch["inputs"].to(self.device, non_blocking=True)
             y = batch["labels"].to(self.device, non_blocking=True)
             with autocast_context(self.device, self.amp):
-                logits = self.model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING)
+                if getattr(unwrap(self.model), "uses_flow", False):  # MARS: CE + α · distillation
+                    if "flow" not in batch:
+                        raise DatasetError("MODEL.ARCH mars trains with optical flow: set DATA.FLOW_DIR")
+                    logits, aux = self.model(x, batch["flow"].to(self.device, non_blocking=True))
+                else:
+                    logits, aux = self.model(x), 0.0
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING) + aux
             if not math.isfinite(loss.item()):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} iteration {it + 1}; "
                                        f"lower SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR})")

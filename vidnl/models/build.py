@@ -8,7 +8,9 @@ import torch.nn as nn
 from fvcore.common.config import CfgNode
 
 from ..nonlocal_blocks import build_nonlocal_block, insert_nonlocal
+from .p3d import P3D_BLOCKS
 from .resnet import STAGE_BLOCKS, VideoResNet
+from .resnet3d import RESNET3D_BLOCKS
 
 MODEL_REGISTRY: dict[str, Callable[[CfgNode], nn.Module]] = {}
 # name -> function cfg -> (stage names, residual blocks per stage): what NONLOCAL.LOCATION indexes.
@@ -95,6 +97,96 @@ def _video_resnet(cfg: CfgNode) -> nn.Module:
 
 register_model("c2d", _resnet_stages)(_video_resnet)
 register_model("i3d", _resnet_stages)(_video_resnet)
+
+
+def _with_nonlocal(cfg: CfgNode, model: nn.Module) -> nn.Module:
+    insert_nonlocal(model.stages, cfg.NONLOCAL.LOCATION, nonlocal_factory(cfg), model.stage_names)
+    return model
+
+
+def _depth_stages(table: dict, names=("res2", "res3", "res4", "res5")):
+    def stages(cfg: CfgNode):
+        if cfg.RESNET.DEPTH not in table:
+            raise ValueError(f"RESNET.DEPTH: {cfg.RESNET.DEPTH} is not available for {cfg.MODEL.ARCH}; "
+                             f"choose one of {sorted(table)}.")
+        return names, tuple(table[cfg.RESNET.DEPTH])
+    return stages
+
+
+@register_model("resnet2d", _resnet_stages)
+def _resnet2d(cfg: CfgNode) -> nn.Module:
+    """2D ResNet-18/50/101 (torchvision layout as 1×k×k kernels); images are clips with T = 1."""
+    model = VideoResNet(depth=cfg.RESNET.DEPTH, arch="c2d", num_classes=cfg.MODEL.NUM_CLASSES,
+                        base_width=cfg.RESNET.BASE_WIDTH, in_channels=cfg.DATA.INPUT_CHANNEL_NUM, temporal_pool=False,
+                        dropout=cfg.MODEL.DROPOUT_RATE, zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN,
+                        bn_eps=cfg.BN.EPSILON, bn_momentum=cfg.BN.MOMENTUM)
+    return _with_nonlocal(cfg, model)
+
+
+def _preresnet_stages(cfg: CfgNode):
+    d = cfg.RESNET.DEPTH
+    if d < 8 or (d - 2) % 6:
+        raise ValueError(f"RESNET.DEPTH: {d} is not available for preresnet; it must be 6n + 2 (20, 56, 110, ...).")
+    n = (d - 2) // 6
+    return ("res1", "res2", "res3"), (n, n, n)
+
+
+@register_model("preresnet", _preresnet_stages)
+def _preresnet(cfg: CfgNode) -> nn.Module:
+    from .preresnet import PreResNetCifar
+
+    model = PreResNetCifar(depth=cfg.RESNET.DEPTH, num_classes=cfg.MODEL.NUM_CLASSES,
+                           base_width=cfg.RESNET.BASE_WIDTH, in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
+                           dropout=cfg.MODEL.DROPOUT_RATE)
+    return _with_nonlocal(cfg, model)
+
+
+@register_model("resnet3d", _depth_stages(RESNET3D_BLOCKS))
+def _resnet3d(cfg: CfgNode) -> nn.Module:
+    """Hara et al.'s 3D-ResNet (RESNET.CARDINALITY 1) or 3D-ResNeXt (e.g. 32)."""
+    from .resnet3d import ResNet3D
+
+    model = ResNet3D(depth=cfg.RESNET.DEPTH, num_classes=cfg.MODEL.NUM_CLASSES, base_width=cfg.RESNET.BASE_WIDTH,
+                     in_channels=cfg.DATA.INPUT_CHANNEL_NUM, cardinality=cfg.RESNET.CARDINALITY,
+                     dropout=cfg.MODEL.DROPOUT_RATE, zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN)
+    return _with_nonlocal(cfg, model)
+
+
+@register_model("p3d", _depth_stages(P3D_BLOCKS))
+def _p3d(cfg: CfgNode) -> nn.Module:
+    from .p3d import P3DResNet
+
+    model = P3DResNet(depth=cfg.RESNET.DEPTH, num_classes=cfg.MODEL.NUM_CLASSES, base_width=cfg.RESNET.BASE_WIDTH,
+                      in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dropout=cfg.MODEL.DROPOUT_RATE,
+                      temporal_pool=cfg.RESNET.TEMPORAL_POOL)
+    return _with_nonlocal(cfg, model)
+
+
+@register_model("mars", _depth_stages(RESNET3D_BLOCKS))
+def _mars(cfg: CfgNode) -> nn.Module:
+    """RGB 3D-ResNeXt with a frozen flow teacher (loaded from MODEL.MARS_FLOW_CHECKPOINT)."""
+    from .mars import MARS
+
+    model = MARS(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
+                 cardinality=cfg.RESNET.CARDINALITY, alpha=cfg.MODEL.MARS_ALPHA, dropout=cfg.MODEL.DROPOUT_RATE)
+    if cfg.MODEL.MARS_FLOW_CHECKPOINT:
+        from ..engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
+
+        path = cfg.MODEL.MARS_FLOW_CHECKPOINT
+        load_model_weights(model.flow, extract_model_state(load_checkpoint_file(path)), source=path)
+        model.freeze_teacher()
+    return _with_nonlocal(cfg, model)
+
+
+@register_model("vtn", _resnet_stages)
+def _vtn(cfg: CfgNode) -> nn.Module:
+    from .vtn import VTN
+
+    v = cfg.VTN
+    model = VTN(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
+                in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS,
+                attention=v.ATTENTION, max_frames=v.MAX_FRAMES, dropout=cfg.MODEL.DROPOUT_RATE)
+    return _with_nonlocal(cfg, model)
 
 
 def build_model(cfg: CfgNode) -> nn.Module:

@@ -42,7 +42,11 @@ class BasicBlock3d(nn.Module):
         self.bn2 = nn.BatchNorm3d(out_ch, eps=bn_eps, momentum=bn_mom)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, out_ch, stride, bn_eps, bn_mom)
-        self.final_bn = self.bn2
+
+    @property
+    def final_bn(self) -> nn.Module:
+        """The block's last BN (zero-initialised so the block starts as identity)."""
+        return self.bn2
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -68,7 +72,11 @@ class Bottleneck3d(nn.Module):
         self.bn3 = nn.BatchNorm3d(out_ch, eps=bn_eps, momentum=bn_mom)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, out_ch, stride, bn_eps, bn_mom)
-        self.final_bn = self.bn3
+
+    @property
+    def final_bn(self) -> nn.Module:
+        """The block's last BN (zero-initialised so the block starts as identity)."""
+        return self.bn3
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -198,7 +206,9 @@ class VideoResNet(nn.Module):
                     nn.init.zeros_(m.final_bn.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """B×C×T×H×W -> B×F×T'×H'×W' (before pooling)."""
+        """B×C×T×H×W (or an image batch B×C×H×W, taken as T = 1) -> B×F×T'×H'×W' (before pooling)."""
+        if x.dim() == 4:
+            x = x.unsqueeze(2)
         x = self.stem(x)
         x = self.pool2(self.res2(x))
         x = self.res3(x)

@@ -26,8 +26,9 @@ def insert_nonlocal(
     Returns the number of blocks inserted. Out-of-range stages or indices raise ``ValueError``.
     """
     names = list(stage_names) if stage_names else [f"stage {s}" for s in range(len(stages))]
-    if len(location) > len(stages):
+    if len(location) > len(stages) and any(location[len(stages):]):
         raise ValueError(f"nonlocal location names {len(location)} stages, the backbone has {len(stages)}")
+    location = list(location)[:len(stages)]  # trailing empty entries (e.g. the 4-stage default) are fine
     count = 0
     for s, indices in enumerate(location):
         stage = stages[s]

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Parameters and FLOPs (fvcore) of a config's model: total, per stage and per nonlocal block.
+
+    python tools/model_info.py --cfg configs/Kinetics/I3D_R50_NL.yaml [KEY VALUE ...]
+
+The input is one clip of DATA.NUM_FRAMES frames (1 for image models) of DATA.TRAIN_CROP_SIZE².
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from vidnl.config import load_config  # noqa: E402
+from vidnl.errors import VidnlUserError  # noqa: E402
+
+IMAGE_ARCHS = ("resnet2d", "preresnet")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", dest="cfg_file", default=None)
+    p.add_argument("--json", default=None, help="also write the table here")
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    try:
+        cfg = load_config(a.cfg_file, a.overrides)
+    except VidnlUserError as e:
+        print(f"vidnl: error: {e}", file=sys.stderr)
+        return 2
+    from vidnl.models import build_model
+    from vidnl.models.complexity import complexity_table, format_table
+
+    model = build_model(cfg)
+    t = 1 if cfg.MODEL.ARCH in IMAGE_ARCHS else cfg.DATA.NUM_FRAMES
+    size = cfg.DATA.TRAIN_CROP_SIZE
+    x = torch.randn(1, cfg.DATA.INPUT_CHANNEL_NUM, t, size, size)
+    rows = complexity_table(model, x)
+    print(f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, input 1x{cfg.DATA.INPUT_CHANNEL_NUM}x{t}x{size}x{size}")
+    print(format_table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Pseudo-3D ResNet (Qiu et al., ICCV 2017), one of seed 000's Table 8 backbones.
+
+Each bottleneck of res2..res4 factorises its 3×3×3 kernel into a spatial 1×3×3 conv S and a
+temporal 3×1×1 conv T, cycling through the three P3D designs:
+P3D-A (S then T), P3D-B (S and T in parallel, summed), P3D-C (S, then S + T(S)). res5 keeps
+2D bottlenecks, as in the paper: P3D-199 is ResNet-152 with its 47 res2-res4 units made P3D
+(152 + 47 layers), P3D-131 comes from ResNet-101 and P3D-63 from ResNet-50.
+
+Input B×C×T×H×W; logits B×num_classes. SNL "right before the last residual block of res3"
+(seed 000 Table 8) is NONLOCAL.LOCATION [[], [6], [], []] for P3D-199 (res3 has 8 blocks).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .heads import ClassificationHead
+from .resnet import ResStage
+
+P3D_BLOCKS = {63: (3, 4, 6, 3), 131: (3, 4, 23, 3), 199: (3, 8, 36, 3)}
+P3D_TYPES = ("A", "B", "C")
+
+
+def _conv_bn_relu(cin, cout, kernel, stride, padding):
+    return nn.Sequential(nn.Conv3d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm3d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class P3DBottleneck(nn.Module):
+    """1×1×1 reduce, the P3D-``kind`` S/T pair (or a 1×3×3 conv for ``kind=None``), 1×1×1 expand."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int, kind: str | None):
+        super().__init__()
+        out_ch = width * self.expansion
+        self.kind = kind
+        self.reduce = _conv_bn_relu(in_ch, width, 1, 1, 0)
+        self.spatial = _conv_bn_relu(width, width, (1, 3, 3), (1, stride, stride), (0, 1, 1))
+        if kind is not None:
+            t_stride = (1, stride, stride) if kind == "B" else 1
+            self.temporal = _conv_bn_relu(width, width, (3, 1, 1), t_stride, (1, 0, 0))
+        self.expand = nn.Conv3d(width, out_ch, 1, bias=False)
+        self.bn = nn.BatchNorm3d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, (1, stride, stride), bias=False),
+                                            nn.BatchNorm3d(out_ch))
+
+    @property
+    def final_bn(self) -> nn.Module:
+        """The block's last BN (zero-initialised so the block starts as identity)."""
+        return self.bn
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        h = self.reduce(x)
+        if self.kind is None:
+            h = self.spatial(h)
+        elif self.kind == "A":
+            h = self.temporal(self.spatial(h))
+        elif self.kind == "B":
+            h = self.spatial(h) + self.temporal(h)
+        else:  # "C"
+            s = self.spatial(h)
+            h = s + self.temporal(s)
+        return self.relu(self.bn(self.expand(h)) + identity)
+
+
+class P3DResNet(nn.Module):
+    stage_names = ("res2", "res3", "res4", "res5")
+
+    def __init__(self, *, depth: int = 199, num_classes: int = 400, base_width: int = 64, in_channels: int = 3,
+                 dropout: float = 0.5, temporal_pool: bool = True):
+        super().__init__()
+        if depth not in P3D_BLOCKS:
+            raise ValueError(f"RESNET.DEPTH {depth} is not available for P3D; choose one of {sorted(P3D_BLOCKS)}")
+        self.stem = nn.Sequential(
+            nn.Conv3d(in_channels, base_width, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False),
+            nn.BatchNorm3d(base_width), nn.ReLU(inplace=True), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+        in_ch, unit = base_width, 0
+        stages = []
+        for s, n in enumerate(P3D_BLOCKS[depth]):
+            width = base_width * 2 ** s
+            blocks = []
+            for i in range(n):
+                kind = P3D_TYPES[unit % 3] if s < 3 else None
+                unit += s < 3
+                blocks.append(P3DBottleneck(in_ch, width, 2 if (s > 0 and i == 0) else 1, kind))
+                in_ch = width * P3DBottleneck.expansion
+            stages.append(ResStage(blocks, in_ch))
+        self.res2, self.res3, self.res4, self.res5 = stages
+        self.pool2 = nn.MaxPool3d((3, 1, 1), (2, 1, 1), (1, 0, 0)) if temporal_pool else nn.Identity()
+        self.num_features = in_ch
+        self.head = ClassificationHead(in_ch, num_classes, dropout)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def stages(self) -> list[ResStage]:
+        return [self.res2, self.res3, self.res4, self.res5]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool2(self.res2(self.stem(x)))
+        return self.res5(self.res4(self.res3(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
