@@ -190,6 +190,12 @@ class PairwiseBlock(NonLocalBase):
         theta, phi = self.affinity_inputs(_as_5d(x))
         return NF.affinity_dense(theta, phi, self.kernel, self.norm, self.subsampled, self._concat_weights())
 
+    def affinity_row(self, x: torch.Tensor, query: int) -> torch.Tensor:
+        """Row ``query`` (a node index of the graph layout) of A for input x: G×M, without the
+        N×M matrix (the fast form never builds it either)."""
+        theta, phi = self.affinity_inputs(_as_5d(x))
+        return NF.affinity_row(theta, phi, query, self.kernel, self.norm, self.subsampled, self._concat_weights())
+
     def _concat_weights(self):
         """(w_θ, w_φ) of the concatenation kernel's linear layer on [θ_i, φ_j], or None."""
         if self.concat is None:
@@ -308,6 +314,17 @@ class A2(NonLocalBase):
         return self.out_proj[0](from_nodes(out, self.mode, z.shape))
 
 
+def _a2_row(self: "A2", x: torch.Tensor, query: int) -> torch.Tensor:
+    """Row ``query`` of A2's M = softmax_desc(V) softmax_pos(B)ᵀ: G×M."""
+    x = _as_5d(x)
+    gl = to_nodes(self.pooled(self.gather(x)), self.mode)
+    dl = to_nodes(self.distribute(x), self.mode)
+    return (torch.softmax(dl[:, query:query + 1], -1) @ torch.softmax(gl, -2).transpose(-1, -2))[:, 0]
+
+
+A2.affinity_row = _a2_row
+
+
 class CGNL(NonLocalBase):
     """Compact generalised nonlocal block (seed 001): within each of ``groups`` channel groups,
     every (position, channel) pair is a node; f is the dot product or the Taylor expansion (order
@@ -385,6 +402,16 @@ class CC(NonLocalBase):
         for _ in range(self.recurrence):
             x = x + self.bn(self.residual(x))
         return x
+
+    def affinity_row(self, x: torch.Tensor, query: int) -> torch.Tensor:
+        """Row ``query`` of one criss-cross pass (B×N, zero off the row/column/time line)."""
+        x = _as_5d(x)
+        b, _, t, h, w = x.shape
+        theta = to_nodes(self.theta(x), "spacetime")[:, query:query + 1]
+        phi = to_nodes(self.phi(x), "spacetime")
+        logits = (theta @ phi.transpose(-1, -2))[:, 0]
+        mask = NF.criss_cross_mask(t, h, w, x.device)[query]
+        return torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
 
 
 BLOCK_TYPES = {"nl": NL, "ns": NS, "a2": A2, "cgnl": CGNL, "cc": CC, "snl": SNL, "gsnl": GSNL}

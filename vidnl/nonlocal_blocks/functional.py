@@ -347,3 +347,54 @@ def criss_cross_fast(theta, phi, g):
     a_w, a_h, a_t = att[..., :w_], att[..., w_:w_ + h], att[..., w_ + h:]
     return (torch.einsum("bthwv,bthvc->bthwc", a_w, g) + torch.einsum("bthwu,btuwc->bthwc", a_h, g)
             + torch.einsum("bthws,bshwc->bthwc", a_t, g))
+
+
+# ----------------------------------------------------------------------------------------------
+# One row of an affinity (for visualisation), without building the N×M matrix
+# ----------------------------------------------------------------------------------------------
+def affinity_row(theta, phi, query: int, kernel: str = "relu_dot", norm: str = "symmetric", bipartite: bool = False,
+                 concat_weight=None) -> torch.Tensor:
+    """Row ``query`` of the normalised affinity: theta G×N×Cs, phi G×M×Cs -> G×M.
+
+    Costs O((N+M)·Cs): the degrees the normalisations need come from the factored forms (or, for
+    exponential and concatenation kernels, from one pass over the key columns in chunks)."""
+    check_kernel_norm(kernel, norm)
+    tq = theta[:, query:query + 1]
+    if norm == "softmax":
+        return torch.softmax(tq @ phi.transpose(-1, -2), dim=-1)[:, 0]
+    row = kernel_matrix(tq, phi, kernel, concat_weight)[:, 0]  # G×M
+    if norm == "none":
+        return row
+    if norm == "mean":
+        return row / phi.shape[-2]
+    if norm == "random_walk":
+        return _inv(row.sum(-1, keepdim=True), -1.0) * row
+    # symmetric: needs the degrees of all nodes
+    if not bipartite:
+        _check_square(theta.shape[-2], phi.shape[-2])
+        col = kernel_matrix(theta, phi[:, query:query + 1], kernel, concat_weight)[..., 0]  # column q of M
+        sym = 0.5 * (row + col)
+        deg = _degrees(theta, phi, kernel, concat_weight, symmetric=True)
+        return _inv_sqrt(deg[:, query:query + 1]) * sym * _inv_sqrt(deg)
+    deg_r = row.sum(-1, keepdim=True)
+    deg_c = _degrees(theta, phi, kernel, concat_weight, symmetric=False, columns=True)
+    return _inv_sqrt(deg_r) * row * _inv_sqrt(deg_c)
+
+
+def _degrees(theta, phi, kernel, concat_weight, symmetric: bool, columns: bool = False) -> torch.Tensor:
+    """Row sums of (M+Mᵀ)/2 (symmetric) or column sums of M, G×N or G×M, in O(N·Cs) for
+    dot-product kernels and in chunks of rows otherwise."""
+    if kernel in FACTORABLE_KERNELS:
+        t, p = (F.relu(theta), F.relu(phi)) if kernel == "relu_dot" else (theta, phi)
+        col = (p @ t.sum(-2, keepdim=True).transpose(-1, -2)).squeeze(-1)
+        if columns:
+            return col
+        row = (t @ p.sum(-2, keepdim=True).transpose(-1, -2)).squeeze(-1)
+        return 0.5 * (row + col)
+    rows = torch.zeros(theta.shape[:-1], dtype=theta.dtype, device=theta.device)
+    cols = torch.zeros(phi.shape[:-1], dtype=phi.dtype, device=phi.device)
+    for start in range(0, theta.shape[-2], CONCAT_CHUNK_ROWS):
+        block = kernel_matrix(theta[:, start:start + CONCAT_CHUNK_ROWS], phi, kernel, concat_weight)
+        rows[:, start:start + CONCAT_CHUNK_ROWS] = block.sum(-1)
+        cols += block.sum(-2)
+    return cols if columns else 0.5 * (rows + cols)

@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Show what a nonlocal block attends to: for chosen query positions, the block's affinity row
+over every frame of a clip, overlaid on the frames and saved as a PNG grid (seed 000 Fig. 3,
+seed 004 Fig. 3).
+
+    python tools/visualize_attention.py --cfg configs/UCF101/I3D_R50_SNL.yaml \\
+        --checkpoint out/ucf/checkpoints/checkpoint_epoch_00100.pyth --video v_Archery_g01_c01.avi \\
+        --queries 0:0.5,0.5 4:0.3,0.7 [--block res4.nonlocal_blocks.4] [--out attention/]
+
+A query ``t:y,x`` is frame t of the clip (0-based) and a point given as fractions of the frame
+height and width. One row of the affinity is computed directly (O(N), never the N×N matrix),
+so it works for the fast forms and for large graphs. Works for nl, ns, snl, gsnl, a2 and cc
+blocks (cgnl's graph has channel-position nodes and no spatial map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vidnl.config import load_config  # noqa: E402
+from vidnl.errors import VidnlUserError  # noqa: E402
+
+
+def parse_query(text: str) -> tuple[int, float, float]:
+    try:
+        t, yx = text.split(":")
+        y, x = (float(v) for v in yx.split(","))
+        if not (0 <= y <= 1 and 0 <= x <= 1):
+            raise ValueError
+        return int(t), y, x
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"query must look like 't:y,x' with y, x in [0, 1], got {text!r}") from None
+
+
+def load_clip(cfg, video: str) -> torch.Tensor:
+    """One centred clip and crop of ``video`` as the model sees it: 1×C×T×H×W."""
+    from vidnl.data.datasets.video_csv import ClipConfig, VideoCSVDataset, VideoRecord
+
+    d = cfg.DATA
+    clip = ClipConfig(num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE, short_video_mode=d.SHORT_VIDEO_MODE,
+                      test_crop_size=d.TEST_CROP_SIZE, num_ensemble_views=1, num_spatial_crops=1, mean=list(d.MEAN),
+                      std=list(d.STD), backend=d.DECODING_BACKEND)
+    item = VideoCSVDataset([VideoRecord(video, 0)], "test", clip)[0]
+    if item["inputs"] is None:
+        raise VidnlUserError(f"cannot decode {video}: {item['failures'][0][1]}")
+    return item["inputs"][:1]
+
+
+def attention_maps(model, block_name: str, clip: torch.Tensor, queries) -> list[dict]:
+    """For each query, the affinity row reshaped onto the block's key grid (T'×H'×W')."""
+    from vidnl.nonlocal_blocks.blocks import NonLocalBase, _as_5d
+
+    modules = dict(model.named_modules())
+    block = modules[block_name]
+    captured = {}
+    handle = block.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0].detach()))
+    with torch.no_grad():
+        model(clip)
+    handle.remove()
+    x = _as_5d(captured["x"])
+    _, _, t, h, w = x.shape
+    kt, kh, kw = block.pool_kernel if isinstance(block, NonLocalBase) else (1, 1, 1)
+    keys = (-(-t // kt), -(-h // kh), -(-w // kw))  # ceil_mode pooling
+    out = []
+    for qt, qy, qx in queries:
+        ti = min(int(qt * t / clip.shape[2]), t - 1)
+        yi, xi = min(int(qy * h), h - 1), min(int(qx * w), w - 1)
+        mode = getattr(block, "mode", "spacetime")
+        if mode == "spacetime":
+            graph, node, shape = 0, (ti * h + yi) * w + xi, keys
+        elif mode == "space":
+            graph, node, shape = ti, yi * w + xi, (1,) + keys[1:]
+        else:  # time
+            graph, node, shape = yi * w + xi, ti, (keys[0], 1, 1)
+        with torch.no_grad():
+            row = block.affinity_row(x, node)[graph]
+        amap = row.reshape(shape).float().numpy()
+        if mode == "space":  # the graph is one frame: show the map on that frame only
+            full = np.zeros(keys, np.float32)
+            full[min(ti // kt, keys[0] - 1)] = amap[0]
+            amap = full
+        elif mode == "time":
+            amap = np.broadcast_to(np.zeros(keys, np.float32) + 0, keys).copy()
+            for tt in range(keys[0]):
+                amap[tt, min(yi // kh, keys[1] - 1), min(xi // kw, keys[2] - 1)] = row[tt].item()
+        out.append({"query": (qt, qy, qx), "map": amap, "row_sum": float(row.sum())})
+    return out
+
+
+def render(clip: torch.Tensor, maps: list[dict], mean, std, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    frames = (clip[0] * torch.tensor(std)[:, None, None, None] + torch.tensor(mean)[:, None, None, None])
+    frames = frames.clamp(0, 1).permute(1, 2, 3, 0).numpy()  # T×H×W×3
+    t, h, w = frames.shape[:3]
+    fig, axes = plt.subplots(len(maps), t, figsize=(1.6 * t, 1.7 * len(maps)), squeeze=False)
+    for r, m in enumerate(maps):
+        up = F.interpolate(torch.from_numpy(m["map"])[None, None], size=(t, h, w), mode="nearest")[0, 0].numpy()
+        vmax = max(float(up.max()), 1e-12)
+        qt, qy, qx = m["query"]
+        for c in range(t):
+            ax = axes[r][c]
+            ax.imshow(frames[c])
+            ax.imshow(up[c], cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
+            if c == qt:
+                ax.plot([qx * w], [qy * h], marker="*", color="white", markersize=10, markeredgecolor="black")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {c}", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", dest="cfg_file", required=True)
+    p.add_argument("--checkpoint", default="", help="weights (default: the model as configured)")
+    p.add_argument("--video", required=True)
+    p.add_argument("--queries", nargs="+", type=parse_query, default=[parse_query("0:0.5,0.5")])
+    p.add_argument("--block", default="", help="module name of the block (default: every nonlocal block)")
+    p.add_argument("--out", default="attention")
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    try:
+        cfg = load_config(a.cfg_file, a.overrides)
+        from vidnl.engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
+        from vidnl.models import build_model
+        from vidnl.models.inflate import convert_state_dict
+        from vidnl.nonlocal_blocks import CGNL, NonLocalBase
+
+        model = build_model(cfg).eval()
+        if a.checkpoint:
+            state = convert_state_dict(extract_model_state(load_checkpoint_file(a.checkpoint)), model,
+                                       cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.INFLATE)
+            load_model_weights(model, state, source=a.checkpoint)
+        blocks = [n for n, m in model.named_modules() if isinstance(m, NonLocalBase)]
+        if a.block:
+            if a.block not in blocks:
+                raise VidnlUserError(f"--block {a.block!r} is not a nonlocal block of this model; it has {blocks}")
+            blocks = [a.block]
+        if not blocks:
+            raise VidnlUserError("the model has no nonlocal block (set NONLOCAL.LOCATION)")
+        modules = dict(model.named_modules())
+        blocks = [b for b in blocks if not isinstance(modules[b], CGNL)]
+        if not blocks:
+            raise VidnlUserError("CGNL blocks have channel-position graphs and no spatial attention map")
+        clip = load_clip(cfg, a.video)
+        for q in a.queries:
+            if not 0 <= q[0] < clip.shape[2]:
+                raise VidnlUserError(f"query frame {q[0]} is outside the clip's {clip.shape[2]} frames")
+        os.makedirs(a.out, exist_ok=True)
+        for name in blocks:
+            maps = attention_maps(model, name, clip, a.queries)
+            path = os.path.join(a.out, f"attention_{name.replace('.', '_')}.png")
+            render(clip, maps, list(cfg.DATA.MEAN), list(cfg.DATA.STD), path,
+                   f"{type(modules[name]).__name__} {name}: affinity rows of {len(maps)} queries")
+            np.savez_compressed(path[:-4] + ".npz", **{f"query_{i}": m["map"] for i, m in enumerate(maps)})
+            print(f"{name}: {path}")
+    except VidnlUserError as e:
+        print(f"vidnl: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
