@@ -4,6 +4,10 @@
 the frame indices it wants given the frame count, decodes each distinct frame once and returns
 them in the requested order (repeats allowed). A test video's K×S views are all cut from one
 such call ("decode once").
+
+A "video" may also be a folder of frames ``img_00001.jpg, img_00002.jpg, ...`` (numbered from 1,
+name template configurable): ``read_frames`` reads such a folder with Pillow when the path is a
+directory or ``source="frames"``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Callable
 import numpy as np
 
 BACKENDS = ("decord", "pyav")
+SOURCES = ("video", "frames")
+DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
 
 
 class DecodeError(RuntimeError):
@@ -95,19 +101,67 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
 _DECODERS = {"decord": _decode_decord, "pyav": _decode_pyav}
 
 
+def count_frame_files(folder: str, template: str = DEFAULT_FRAME_TEMPLATE) -> int:
+    """Number of consecutive frames ``template.format(1), template.format(2), ...`` in ``folder``."""
+    names = set(os.listdir(folder))
+    n = 0
+    while template.format(n + 1) in names:
+        n += 1
+    return n
+
+
+def _decode_frames(path: str, choose_indices: Callable[[int], np.ndarray], template: str) -> DecodedFrames:
+    """Read the chosen frames of a frame folder (frame i is ``template.format(i + 1)``)."""
+    from PIL import Image
+
+    n = count_frame_files(path, template)
+    if n <= 0:
+        raise RuntimeError(f"no frame named {template.format(1)!r} in the folder (DATA.FRAME_TEMPLATE {template!r})")
+    idx = np.asarray(choose_indices(n), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise RuntimeError(f"frame index out of range 0..{n - 1}: {idx.min()}..{idx.max()}")
+    unique, inverse = np.unique(idx, return_inverse=True)
+    frames = []
+    for i in unique.tolist():
+        name = os.path.join(path, template.format(i + 1))
+        try:
+            with Image.open(name) as im:
+                frames.append(np.asarray(im.convert("RGB")))
+        except Exception as e:  # Pillow raises several types for unreadable files
+            raise RuntimeError(f"{name}: {type(e).__name__}: {e}") from None
+        if frames[-1].shape != frames[0].shape:
+            raise RuntimeError(f"{name} is {frames[-1].shape[1]}x{frames[-1].shape[0]}, but "
+                               f"{template.format(unique[0] + 1)} is {frames[0].shape[1]}x{frames[0].shape[0]}")
+    return DecodedFrames(np.stack(frames)[inverse], idx, n, "frames")
+
+
 def read_frames(
     path: str,
     choose_indices: Callable[[int], np.ndarray],
     backend: str = "decord",
     threads: int = 1,
+    source: str = "video",
+    frame_template: str = DEFAULT_FRAME_TEMPLATE,
 ) -> DecodedFrames:
     """Decode the frames ``choose_indices(num_frames)`` of ``path`` in one pass.
 
-    With ``backend="decord"``, PyAV is tried when decord fails on the file. Raises
-    :class:`DecodeError` naming the file and the reasons when no backend can read it.
+    With ``backend="decord"``, PyAV is tried when decord fails on the file. A directory, or any
+    path with ``source="frames"``, is read as a folder of frames named ``frame_template``
+    (numbered from 1). Raises :class:`DecodeError` naming the file and the reasons when it
+    cannot be read.
     """
     if backend not in BACKENDS:
         raise ValueError(f"decoding backend must be one of {BACKENDS}, got {backend!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source == "frames" or os.path.isdir(path):
+        if not os.path.isdir(path):
+            raise DecodeError(path, "frame folder does not exist" if not os.path.exists(path)
+                              else "not a folder of frames (DATA.SOURCE is 'frames')")
+        try:
+            return _decode_frames(path, choose_indices, frame_template)
+        except Exception as e:
+            raise DecodeError(path, f"frames: {type(e).__name__}: {e}") from None
     if not os.path.exists(path):
         raise DecodeError(path, "file does not exist")
     if os.path.getsize(path) == 0:

@@ -19,13 +19,16 @@ logger = logging.getLogger(__name__)
 
 
 def collate_train(items: list[dict]) -> dict:
-    return {
+    batch = {
         "inputs": torch.stack([it["inputs"] for it in items]),
         "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "indices": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "failures": [f for it in items for f in it["failures"]],
         "notes": [n for it in items for n in it.get("notes", ())],
     }
+    if "flow" in items[0]:  # DATA.MODALITY rgb_flow (MARS): flow clips aligned with the RGB clips
+        batch["flow"] = torch.stack([it["flow"] for it in items])
+    return batch
 
 
 def collate_test(items: list[dict]) -> dict:

@@ -4,6 +4,20 @@ from .video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_csv
 
 DATASET_REGISTRY = {"csv": VideoCSVDataset}
 
+# Real datasets (docs/datasets.md): videos ...
+from .kinetics import KineticsDataset  # noqa: E402
+from .ucf101 import UCF101Dataset  # noqa: E402
+
+DATASET_REGISTRY["ucf101"] = UCF101Dataset
+DATASET_REGISTRY["kinetics"] = KineticsDataset
+# ... and images as one-frame clips.
+from .images import CIFAR10Dataset, CIFAR100Dataset, CUB200Dataset, ImageFolderDataset  # noqa: E402
+
+DATASET_REGISTRY["cifar10"] = CIFAR10Dataset
+DATASET_REGISTRY["cifar100"] = CIFAR100Dataset
+DATASET_REGISTRY["cub200"] = CUB200Dataset
+DATASET_REGISTRY["imagefolder"] = ImageFolderDataset
+
 
 def build_dataset(name: str, cfg, split: str, single_view: bool = False):
     if name not in DATASET_REGISTRY:

@@ -10,6 +10,10 @@ Items:
   ``failures`` so the trainer can count and report them, also from worker processes.
 * ``mode="test"``: all K×S views of one video, (K·S)×C×T×H×W, cut from a single decode. A video
   that cannot be decoded gives ``inputs=None`` and its failure, and is excluded from metrics.
+
+A listed path may be a folder of frames (``source="frames"``, see ``decoding.read_frames``).
+With ``modality`` "flow" or "rgb_flow" the items hold optical flow clips read from
+``flow_dir`` (see ``datasets/flow.py``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ class ClipConfig:
     decoding_threads: int = 1
     num_retries: int = 10
     seed: int = 0
+    source: str = "video"
+    frame_template: str = "img_{:05d}.jpg"
+    modality: str = "rgb"
+    flow_dir: str = ""
+    flow_format: str = "jpg"
+    flow_scale: float = 20.0
+    video_root: str = ""  # folder relative paths were resolved against (flow folders mirror it)
 
 
 class VideoCSVDataset(Dataset):
@@ -102,9 +113,11 @@ class VideoCSVDataset(Dataset):
             num_spatial_crops=1 if single_view else cfg.TEST.NUM_SPATIAL_CROPS,
             random_flip=d.RANDOM_FLIP, mean=list(d.MEAN), std=list(d.STD), backend=d.DECODING_BACKEND,
             decoding_threads=d.DECODING_THREADS, num_retries=cfg.DATA_LOADER.NUM_RETRIES,
-            seed=cfg.RNG_SEED,
+            seed=cfg.RNG_SEED, source=d.SOURCE, frame_template=d.FRAME_TEMPLATE, modality=d.MODALITY,
+            flow_dir=d.FLOW_DIR, flow_format=d.FLOW_FORMAT, flow_scale=d.FLOW_SCALE,
         )
         csv_path = os.path.join(d.PATH_TO_DATA_DIR, f"{split}.csv")
+        clip.video_root = d.PATH_PREFIX or os.path.dirname(os.path.abspath(csv_path))
         mode = "train" if split == "train" else "test"
         return cls(read_csv(csv_path, d.PATH_PREFIX, d.PATH_LABEL_SEPARATOR), mode, clip)
 
@@ -134,7 +147,7 @@ class VideoCSVDataset(Dataset):
                 decoded = read_frames(
                     record.path,
                     lambda n: sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode),
-                    c.backend, c.decoding_threads,
+                    c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
                 )
             except DecodeError as e:
                 failures.append((record.path, e.reason))
@@ -164,7 +177,7 @@ class VideoCSVDataset(Dataset):
             decoded = read_frames(
                 record.path,
                 lambda n: sampling.test_clip_indices(n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1),
-                c.backend, c.decoding_threads,
+                c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
             )
         except DecodeError as e:
             return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
@@ -176,5 +189,9 @@ class VideoCSVDataset(Dataset):
         return {"inputs": out, "label": record.label, "index": index, "failures": []}
 
     def __getitem__(self, index: int) -> dict:
+        if self.clip.modality != "rgb":
+            from .flow import flow_item
+
+            return flow_item(self, index)
         return self._train_item(index) if self.mode == "train" else self._test_item(index)
 

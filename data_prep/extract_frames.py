@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Decode videos into frame folders (DATA.SOURCE frames) and write CSV files that list them.
+
+For each video of the given CSV files (or below --videos), every decoded frame is written as
+OUT/<key>/img_00001.jpg, img_00002.jpg, ... (--template, numbered from 1), short side scaled
+to --short-side if given; <key> is the video's path relative to its CSV's folder (or
+--path-prefix) without extension, leading "../" dropped. A ``done`` file is written last, so a
+second run skips finished videos (resumable); parallel over videos.
+
+For each input CSV, a CSV of the same name listing the frame folders is written to --csv-out
+(default OUT); train with DATA.PATH_TO_DATA_DIR <csv-out> DATA.SOURCE frames. For UCF-101, run
+once per split with --csv-out OUT/split{N} (the frames of videos already done are reused).
+
+    python data_prep/extract_frames.py --csv data/ucf101/split1/*.csv --out data/ucf101_frames --csv-out data/ucf101_frames/split1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep import common  # noqa: E402
+from data_prep.check_videos import parse_csv  # noqa: E402
+from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE  # noqa: E402
+from vidnl.data.flow import flow_key  # noqa: E402
+
+DONE = "done"
+
+
+def extract_frames(path: str, out_dir: str, template: str = DEFAULT_FRAME_TEMPLATE, short_side: int = 0,
+                   quality: int = 95) -> int:
+    """Write every frame of video ``path`` as ``out_dir/template.format(k)`` (k from 1) with
+    PyAV + Pillow; returns the frame count. Raises RuntimeError when the video cannot be read."""
+    import av
+
+    os.makedirs(out_dir, exist_ok=True)
+    n, size = 0, None
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                if size is None:
+                    size = common.scaled_size(frame.width, frame.height, short_side) if short_side else (
+                        frame.width, frame.height)
+                n += 1
+                frame.reformat(width=size[0], height=size[1], format="rgb24").to_image().save(
+                    os.path.join(out_dir, template.format(n)), quality=quality)
+    except Exception as e:  # PyAV / Pillow errors
+        raise RuntimeError(f"{type(e).__name__}: {e}") from None
+    if n == 0:
+        raise RuntimeError("no frames")
+    with open(os.path.join(out_dir, DONE), "w") as f:
+        json.dump({"num_frames": n, "template": template, "width": size[0], "height": size[1]}, f)
+    return n
+
+
+def _job(job):
+    path, out_dir, template, short_side, quality = job
+    if os.path.exists(os.path.join(out_dir, DONE)):
+        return path, None, None
+    try:
+        return path, None, extract_frames(path, out_dir, template, short_side, quality)
+    except RuntimeError as e:
+        return path, str(e), None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--csv", nargs="*", default=[], help="vidnl CSV files (path label)")
+    p.add_argument("--videos", default="", help="or: a folder; every video below it (no CSV written)")
+    p.add_argument("--out", required=True, help="folder of the frame folders")
+    p.add_argument("--csv-out", default="", help="where the CSV files listing the frame folders go (default OUT)")
+    p.add_argument("--path-prefix", default="", help="DATA.PATH_PREFIX of the CSV files (default: their folder)")
+    p.add_argument("--template", default=DEFAULT_FRAME_TEMPLATE, help="frame file names (DATA.FRAME_TEMPLATE)")
+    p.add_argument("--short-side", type=int, default=0, help="resize frames to this short side (0: keep)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--workers", type=int, default=common.default_workers())
+    a = p.parse_args(argv)
+    if not a.csv and not a.videos:
+        p.error("give --csv FILE... or --videos DIR")
+    try:
+        if a.template.format(1) == a.template.format(2):
+            raise ValueError("no field for the frame number")
+    except (IndexError, KeyError, ValueError) as e:
+        p.error(f"--template {a.template!r} must have one field for the frame number, like img_{{:05d}}.jpg ({e})")
+    start = time.time()
+    csv_out = a.csv_out or a.out
+    folders: dict[str, str] = {}  # video -> frame folder
+    tables = []
+    for csv_file in a.csv:
+        if not os.path.isfile(csv_file):
+            p.error(f"CSV file not found: {csv_file}")
+        root = a.path_prefix or os.path.dirname(os.path.abspath(csv_file))
+        entries = [e for e in parse_csv(csv_file, a.path_prefix) if not e["error"]]
+        for e in entries:
+            folders[os.path.abspath(e["path"])] = os.path.join(a.out, flow_key(e["path"], root))
+        tables.append((csv_file, entries))
+    if a.videos:
+        for path in common.index_files(a.videos).values():
+            folders[os.path.abspath(path)] = os.path.join(a.out, flow_key(path, a.videos))
+    names = [os.path.basename(c) for c, _ in tables]
+    if len(set(names)) != len(names):
+        p.error(f"CSV files with the same name would overwrite each other in {csv_out}: {names}; "
+                f"run once per folder with its own --csv-out")
+
+    jobs = [(v, d, a.template, a.short_side, a.quality) for v, d in sorted(folders.items())]
+    failed, done, skipped, frames = {}, 0, 0, 0
+    for path, error, n in common.parallel_map(_job, jobs, a.workers, "frames"):
+        if error:
+            failed[path] = error
+        elif n is None:
+            skipped += 1
+        else:
+            done, frames = done + 1, frames + n
+    for csv_file, entries in tables:
+        lines = [f"{common.csv_path_for(folders[os.path.abspath(e['path'])], csv_out, False)} {e['label']}"
+                 for e in entries if os.path.abspath(e["path"]) not in failed]
+        common.write_lines(os.path.join(csv_out, os.path.basename(csv_file)), lines)
+    print(f"frames of {len(jobs)} videos -> {a.out} in {time.time() - start:.1f} s: {done} extracted ({frames} "
+          f"frames), {skipped} already done, {len(failed)} failed (left out of the CSV files)")
+    for path, why in sorted(failed.items())[:10]:
+        print(f"  failed: {path}: {why}")
+    if tables:
+        print(f"CSV files in {csv_out}: {', '.join(names)}; train with DATA.PATH_TO_DATA_DIR {csv_out} "
+              f"DATA.SOURCE frames DATA.FRAME_TEMPLATE {a.template!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
