@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.vidnl-installed
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test bench clean-demo
 
 $(STAMP): setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Side-by-side benchmarks (about 10 minutes on 2 CPU cores); tables on stdout and JSON in
+# benchmarks/results/.
+bench: $(STAMP)
+	$(PY) benchmarks/nonlocal_blocks.py --repeat 1
+	$(PY) benchmarks/data_loading.py
+	@if [ -f benchmarks/reid_eval.py ]; then $(PY) benchmarks/reid_eval.py; fi
 
 clean-demo:
 	rm -rf data/synthetic_motion output/synthetic_i3d_r18_snl
