@@ -61,7 +61,7 @@ class Bottleneck3D(nn.Module):
     def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1):
         super().__init__()
         if groups > 1:
-            width, out_ch = groups * (planes // 32), planes * 2
+            width, out_ch = groups * max(1, planes // 32), planes * 2  # at least one channel per group
         else:
             width, out_ch = planes, planes * 4
         self.out_channels = out_ch
