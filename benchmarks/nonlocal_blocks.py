@@ -40,6 +40,7 @@ SIZES = {  # name: (C, Cs, T, H, W)
     "res3": (512, 256, 8, 28, 28),
     "res4": (1024, 512, 8, 14, 14),
     "res4_t4": (1024, 512, 4, 14, 14),
+    "tiny": (16, 8, 2, 6, 6),  # smoke tests only
 }
 BLOCK_TYPES = ["nl", "snl", "gsnl", "ns", "a2", "cgnl", "cc"]
 # Live N×N float32 matrices per batch item (forward, forward+backward) of the dense forms.

@@ -295,3 +295,19 @@ def test_config_rejects_options_the_type_does_not_take():
         load_config(None, ["NONLOCAL.TYPE", "cc", "NONLOCAL.POOL", "[1, 2, 2]", "NONLOCAL.LOCATION", "[[], [1], [], []]"])
     with pytest.raises(ConfigError, match="NONLOCAL.KERNEL"):
         load_config(None, ["NONLOCAL.KERNEL", "cosine"])
+
+
+@pytest.mark.parametrize("mode", ["spacetime", "space", "time"])
+def test_fused_attention_gets_contiguous_inputs(monkeypatch, mode):
+    """Non-contiguous q/k/v make PyTorch fall back to the math kernel, which stores N×M (11 GB for
+    an NL block at 8×56×56, batch 2, measured by benchmarks/nonlocal_blocks.py before this fix)."""
+    seen = []
+    real = NF.F.scaled_dot_product_attention
+
+    def checking(q, k, v, **kw):
+        seen.append(all(t.is_contiguous() for t in (q, k, v)))
+        return real(q, k, v, **kw)
+    monkeypatch.setattr(NF.F, "scaled_dot_product_attention", checking)
+    for block in (NL(8, 4, mode=mode, implementation="fast"), NS(8, 4, mode=mode, num_stages=2, implementation="fast")):
+        block(torch.randn(2, 8, 3, 4, 5))
+    assert seen and all(seen)
