@@ -49,8 +49,8 @@ def test_two_processes_match_one(tiny_dataset, tmp_path):
     script = os.path.join(ROOT, "tools", "run_net.py")
     single, double = str(tmp_path / "one"), str(tmp_path / "two")
     run([sys.executable, script] + tiny_opts(str(data), single, **extra))
-    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script]
-               + tiny_opts(str(data), double, **extra))
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script]
+        + tiny_opts(str(data), double, **extra))
     log = open(os.path.join(double, "log.txt")).read()
     assert "x 2 processes" in log and "global batch 4 = 2 x 2" in log
     a = load_checkpoint_file(list_checkpoints(single)[-1])["model_state"]

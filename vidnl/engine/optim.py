@@ -65,3 +65,22 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     if s.OPTIMIZING_METHOD == "adamw":
         return torch.optim.AdamW(groups, lr=s.BASE_LR, betas=(s.MOMENTUM, 0.999))
     raise ValueError(f"SOLVER.OPTIMIZING_METHOD {s.OPTIMIZING_METHOD!r} is not supported")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def optimization_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, model: nn.Module,
+                      clip_grad_norm: float, where: str, base_lr: float) -> None:
+    """Check the loss is finite, backpropagate (through the AMP scaler), clip the global gradient
+    norm if asked, step the optimizer. ``where`` names the position for the error message."""
+    if not math.isfinite(loss.item()):
+        raise TrainingDiverged(f"loss is {loss.item()} at {where}; lower SOLVER.BASE_LR (now {base_lr})")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()

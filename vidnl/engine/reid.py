@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from .checkpoint import (CheckpointError, atomic_torch_save, extract_model_state
                          list_checkpoints, load_checkpoint_file, load_model_weights, save_checkpoint, set_rng_state)
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .losses import reid_loss
-from .optim import build_optimizer, lr_at_epoch, set_lr
+from .optim import TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr  # noqa: F401
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
 from .setup import autocast_context, get_device, seed_everything
 
@@ -48,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "reid_results_test.json"
 
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 def _check_single_process() -> None:
@@ -278,16 +274,8 @@ class ReIDTrainer:
                 logits, feats = self.model(x)
             loss, parts = reid_loss(logits, feats.float(), y, ce_weight=r.CE_WEIGHT, triplet_weight=r.TRIPLET_WEIGHT,
                                     margin=r.TRIPLET_MARGIN, label_smoothing=cfg.MODEL.LABEL_SMOOTHING)
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} iteration {it + 1}; lower "
-                                       f"SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR})")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.TRAIN.CLIP_GRAD_NORM > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
+                              f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
             n = y.shape[0]
             sums["loss"] += loss.item() * n
             sums["ce"] += parts["ce"] * n

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -40,14 +39,10 @@ from .distributed import (GlobalBatchSampler, all_gather_objects, barrier, broad
 from .evaluate import evaluate, summary
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
-from .optim import build_optimizer, lr_at_epoch, set_lr
+from .optim import TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr  # noqa: F401
 from .setup import autocast_context, get_device, seed_everything
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 @dataclass
@@ -189,16 +184,8 @@ class Trainer:
                 else:
                     logits, aux = self.model(x), 0.0
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING) + aux
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1} iteration {it + 1}; "
-                                       f"lower SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR})")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.TRAIN.CLIP_GRAD_NORM > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.TRAIN.CLIP_GRAD_NORM)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
+                              f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
             n = y.shape[0]
             loss_sum += loss.item() * n
             seen += n
