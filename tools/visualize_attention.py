@@ -137,16 +137,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.cfg_file, a.overrides)
-        from vidnl.engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
+        from vidnl.engine.checkpoint import load_weights
         from vidnl.models import build_model
-        from vidnl.models.inflate import convert_state_dict
         from vidnl.nonlocal_blocks import CGNL, NonLocalBase
 
         model = build_model(cfg).eval()
         if a.checkpoint:
-            state = convert_state_dict(extract_model_state(load_checkpoint_file(a.checkpoint)), model,
-                                       cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.INFLATE)
-            load_model_weights(model, state, source=a.checkpoint)
+            load_weights(model, a.checkpoint, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
         blocks = [n for n, m in model.named_modules() if isinstance(m, NonLocalBase)]
         if a.block:
             if a.block not in blocks:

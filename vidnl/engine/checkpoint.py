@@ -16,6 +16,7 @@ import pickle
 import random
 import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -208,3 +209,41 @@ def load_model_weights(model: nn.Module, state: dict, *, allow_shape_mismatch: b
                            (" ..." if len(keys) > 20 else ""))
     logger.info("%s: loaded %d of %d model tensors", source, len(usable), len(own))
     return {"missing": missing, "unexpected": unexpected, "shape_mismatch": [k for k, _, _ in mismatched]}
+
+
+def load_weights(model: nn.Module, path: str, *, ckpt: dict | None = None, fmt: str | None = None,
+                 inflate: str = "mean", allow_shape_mismatch: bool = False) -> dict:
+    """Load the model weights of the file ``path`` (or of its already loaded ``ckpt``) into
+    ``model``. ``fmt`` (MODEL.WEIGHTS_FORMAT) converts other layouts and inflates 2D kernels
+    (see ``vidnl.models.inflate``); None takes the keys as they are. Returns the key report of
+    :func:`load_model_weights`."""
+    state = extract_model_state(ckpt if ckpt is not None else load_checkpoint_file(path))
+    if fmt is not None:
+        from ..models.inflate import convert_state_dict
+
+        state = convert_state_dict(state, unwrap(model), fmt, inflate)
+    return load_model_weights(model, state, source=path, allow_shape_mismatch=allow_shape_mismatch)
+
+
+@dataclass
+class RunState:
+    """Where a run stands: ``epoch`` finished epochs, ``iteration`` iterations of the next, and
+    the best validation metric so far."""
+
+    epoch: int = 0
+    iteration: int = 0
+    best: float | None = None
+
+
+def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> RunState:
+    """Resume a run from its checkpoint: model, optimizer, AMP scaler and RNG states."""
+    load_model_weights(model, extract_model_state(ckpt), source=path)
+    if ckpt.get("optimizer_state") is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+    if ckpt.get("scaler_state") is not None and scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler_state"])
+    if ckpt.get("rng") is not None:
+        set_rng_state(ckpt["rng"])
+    state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
+    logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
+    return state

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.loader import build_test_loader
-from .checkpoint import (CheckpointError, extract_model_state, list_checkpoints,
-                         load_checkpoint_file, load_model_weights)
+from .checkpoint import CheckpointError, list_checkpoints, load_weights
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
 from .distributed import all_gather_objects, get_rank, get_world_size, init_distributed, is_main_process
@@ -124,11 +123,7 @@ def test(cfg, model: nn.Module | None = None) -> dict:
                 f"has no checkpoint. Train first or set TEST.CHECKPOINT_FILE_PATH."
             )
         logger.info("testing weights from %s", path)
-        from ..models.inflate import convert_state_dict
-
-        state = convert_state_dict(extract_model_state(load_checkpoint_file(path)), model, cfg.MODEL.WEIGHTS_FORMAT,
-                                   cfg.MODEL.INFLATE)
-        load_model_weights(model, state, source=path)
+        load_weights(model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
     model.to(device)
     split = cfg.TEST.SPLIT
     loader = build_test_loader(cfg, split, rank=get_rank(), world_size=get_world_size())

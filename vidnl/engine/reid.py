@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,11 +34,11 @@ from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, ReIDT
 from ..data.reid_sampling import RandomIdentitySampler
 from ..errors import DatasetError
 from ..models import build_model
-from .checkpoint import (CheckpointError, atomic_torch_save, extract_model_state, find_resume_checkpoint,
-                         list_checkpoints, load_checkpoint_file, load_model_weights, save_checkpoint, set_rng_state)
+from .checkpoint import (CheckpointError, RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints,
+                         load_weights, restore_run, save_checkpoint)
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .losses import reid_loss
-from .optim import TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr  # noqa: F401
+from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
 from .setup import autocast_context, get_device, seed_everything
 
@@ -168,15 +167,6 @@ def _metrics_line(res: dict, ranks) -> str:
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
-@dataclass
-class RunState:
-    """``epoch`` finished epochs, ``iteration`` iterations of the next, best rank-1."""
-
-    epoch: int = 0
-    iteration: int = 0
-    best: float | None = None
-
-
 class ReIDTrainer:
     """One training run on one split."""
 
@@ -225,23 +215,13 @@ class ReIDTrainer:
             if cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.REID.PRETRAINED:
                 logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH / REID.PRETRAINED (they only "
                             "initialise a new run)", path)
-            load_model_weights(self.model, extract_model_state(ckpt), source=path)
-            if ckpt.get("optimizer_state") is not None:
-                self.optimizer.load_state_dict(ckpt["optimizer_state"])
-            if ckpt.get("scaler_state") is not None and self.scaler.is_enabled():
-                self.scaler.load_state_dict(ckpt["scaler_state"])
-            if ckpt.get("rng") is not None:
-                set_rng_state(ckpt["rng"])
-            state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
-            logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
-            return state
+            return restore_run(path, ckpt, self.model, self.optimizer, self.scaler)
         if cfg.REID.PRETRAINED:
             self.model.load_backbone_weights(cfg.REID.PRETRAINED)
             logger.info("backbone initialised from REID.PRETRAINED=%s", cfg.REID.PRETRAINED)
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-            load_model_weights(self.model, extract_model_state(load_checkpoint_file(path)), source=path,
-                               allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
+            load_weights(self.model, path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
             logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s", path)
         return RunState()
 
@@ -369,7 +349,7 @@ def test_split(cfg, split_id: int | None = None) -> dict:
     model = build_reid_model(cfg, data.num_train_pids)
     path = _test_weights(cfg)
     logger.info("testing weights from %s", path)
-    load_model_weights(model, extract_model_state(load_checkpoint_file(path)), source=path)
+    load_weights(model, path)
     model.to(device)
     res = evaluate_reid(model, data, cfg, device)
     ranks = list(cfg.REID.RANKS)

@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -31,27 +30,17 @@ from ..data.loader import FailureLog, build_test_loader, build_train_loader
 from ..config import ConfigError
 from ..errors import DatasetError
 from ..models import build_model
-from ..models.inflate import convert_state_dict
-from .checkpoint import (atomic_torch_save, extract_model_state, find_resume_checkpoint, load_checkpoint_file,
-                         load_model_weights, save_checkpoint, set_rng_state, unwrap)
+from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, load_checkpoint_file, load_weights,
+                         restore_run, save_checkpoint, unwrap)
 from .distributed import (GlobalBatchSampler, all_gather_objects, barrier, broadcast_object, get_rank,
                           get_world_size, init_distributed, is_main_process)
 from .evaluate import evaluate, summary
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
-from .optim import TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr  # noqa: F401
+from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .setup import autocast_context, get_device, seed_everything
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunState:
-    """Where a run stands: ``epoch`` finished epochs and ``iteration`` iterations of the next."""
-
-    epoch: int = 0
-    iteration: int = 0
-    best: float | None = None
 
 
 def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
@@ -68,21 +57,12 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH=%s (that file only "
                         "initialises a new run)", path, cfg.TRAIN.CHECKPOINT_FILE_PATH)
-        load_model_weights(model, extract_model_state(ckpt), source=path)
-        if ckpt.get("optimizer_state") is not None:
-            optimizer.load_state_dict(ckpt["optimizer_state"])
-        if ckpt.get("scaler_state") is not None and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler_state"])
-        if ckpt.get("rng") is not None:
-            set_rng_state(ckpt["rng"])
-        state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
-        logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
-        return state
+        return restore_run(path, ckpt, model, optimizer, scaler)
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         path = cfg.TRAIN.CHECKPOINT_FILE_PATH
         ckpt = load_checkpoint_file(path)
-        state = convert_state_dict(extract_model_state(ckpt), unwrap(model), cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.INFLATE)
-        load_model_weights(model, state, source=path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
+        load_weights(model, path, ckpt=ckpt, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE,
+                     allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
         logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s (no checkpoint of this run to resume)", path)
         if cfg.TRAIN.CHECKPOINT_LOAD_OPTIMIZER and ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])

@@ -170,10 +170,9 @@ def _mars(cfg: CfgNode) -> nn.Module:
     model = MARS(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
                  cardinality=cfg.RESNET.CARDINALITY, alpha=cfg.MODEL.MARS_ALPHA, dropout=cfg.MODEL.DROPOUT_RATE)
     if cfg.MODEL.MARS_FLOW_CHECKPOINT:
-        from ..engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
+        from ..engine.checkpoint import load_weights
 
-        path = cfg.MODEL.MARS_FLOW_CHECKPOINT
-        load_model_weights(model.flow, extract_model_state(load_checkpoint_file(path)), source=path)
+        load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT)
         model.freeze_teacher()
     return _with_nonlocal(cfg, model)
 
