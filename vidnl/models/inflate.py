@@ -129,12 +129,10 @@ def convert_state_dict(state: dict, model: nn.Module, fmt: str = "auto", inflate
             if mapped is not None:
                 new, renamed = prefix + mapped, renamed + 1
         target = own.get(new)
-        if target is not None and v.dim() == 4 and target.dim() == 5 and v.shape == target.shape[:2] + target.shape[3:]:
-            v = inflate_weight(v, target.shape[2], inflate)
-            inflated += 1
-        elif (target is not None and v.dim() == 5 and target.dim() == 5 and v.shape[2] == 1
-              and target.shape[2] > 1 and v.shape[:2] + v.shape[3:] == target.shape[:2] + target.shape[3:]):
-            v = inflate_weight(v[:, :, 0], target.shape[2], inflate)
+        kernel_2d = v[:, :, 0] if v.dim() == 5 and v.shape[2] == 1 else v  # O×I×k×k or O×I×1×k×k
+        if (target is not None and kernel_2d.dim() == 4 and target.dim() == 5 and target.shape[2] > 1
+                and kernel_2d.shape == target.shape[:2] + target.shape[3:]):
+            v = inflate_weight(kernel_2d, target.shape[2], inflate)
             inflated += 1
         out[new] = v
     if fmt != "vidnl":
