@@ -130,7 +130,7 @@ def convert_state_dict(state: dict, model: nn.Module, fmt: str = "auto", inflate
                 new, renamed = prefix + mapped, renamed + 1
         target = own.get(new)
         kernel_2d = v[:, :, 0] if v.dim() == 5 and v.shape[2] == 1 else v  # O×I×k×k or O×I×1×k×k
-        if (target is not None and kernel_2d.dim() == 4 and target.dim() == 5 and target.shape[2] > 1
+        if (target is not None and kernel_2d.dim() == 4 and target.dim() == 5 and v.shape != target.shape
                 and kernel_2d.shape == target.shape[:2] + target.shape[3:]):
             v = inflate_weight(kernel_2d, target.shape[2], inflate)
             inflated += 1
