@@ -109,7 +109,7 @@ def test_prepare_ucf101_writes_splits_and_reports_missing(tmp_path, capsys):
     test = build_dataset("ucf101", cfg, "test")
     assert len(train) == 6 and len(test) == 3
     assert all("_g03_" not in r.path for r in train.records) and all("_g03_" in r.path for r in test.records)
-    assert train[0]["inputs"].shape == (3, 2, 16, 16) and test[1]["inputs"].shape == (2, 3, 2, 16, 16)
+    assert train[0]["inputs"].shape == (2, 16, 16, 3) and test[1]["inputs"].shape == (2, 2, 16, 16, 3)
     with pytest.raises(DatasetError, match="lists 3 classes but MODEL.NUM_CLASSES is 4"):
         build_dataset("ucf101", load_config(None, ["DATA.PATH_TO_DATA_DIR", str(out), "MODEL.NUM_CLASSES", "4"]),
                       "train")
@@ -288,7 +288,7 @@ def test_frame_folders_extracted_and_read_like_the_video(tmp_path, capsys):
             "3", "DATA.TEST_CROP_SIZE", "16", "TEST.NUM_ENSEMBLE_VIEWS", "2", "TEST.NUM_SPATIAL_CROPS", "1",
             "DATA.MEAN", "[0, 0, 0]", "DATA.STD", "[1, 1, 1]"]
     item = build_dataset("csv", load_config(None, opts), "test")[1]  # b: 12 frames, clips 0,3,6,9 and 2,5,8,11
-    ids = (item["inputs"][:, 0, :, 8, 8] * 255 / 4).round()
+    ids = (item["inputs"][:, :, 8, 8, 0].float() / 4).round()
     assert torch.equal(ids, torch.tensor([[0.0, 3, 6, 9], [2, 5, 8, 11]]))
     # frames named by another template; a missing folder is a decode error naming it
     os.rename(out / "videos" / "b" / "img_00001.jpg", out / "videos" / "b" / "x.jpg")

@@ -187,8 +187,9 @@ def test_mars_trains_on_rgb_with_flow_distillation(tiny_dataset, tmp_path):
     from vidnl.data.loader import build_train_loader
 
     batch = next(iter(build_train_loader(cfg)))
-    assert batch["flow"].shape == (4, 2, 4, 32, 32) and batch["inputs"].shape == (4, 3, 4, 32, 32)
+    assert batch["flow"].shape == (4, 2, 4, 32, 32) and batch["inputs"].shape == (4, 4, 32, 32, 3)
     assert batch["flow"].abs().sum() > 0
     model.train()
-    logits, distill = model(batch["inputs"], batch["flow"])
+    loader = build_train_loader(cfg)
+    logits, distill = model(loader.dataset.normalizer(batch["inputs"]), batch["flow"])
     assert logits.shape == (4, 2) and distill.item() > 0

@@ -156,7 +156,7 @@ def test_rgb_flow_mode_shares_frames_and_crops_and_reports_missing_flow(flow_dat
         assert torch.equal(a["inputs"], b["inputs"])  # the RGB clip is exactly the rgb-mode clip
         assert b["flow"].shape == (2, 4, 48, 48)
     test = build_dataset("csv", flow_cfg(data, flow_dir, "DATA.MODALITY", "rgb_flow"), "test")[0]
-    assert test["inputs"].shape == (6, 3, 4, 48, 48) and test["flow"].shape == (6, 2, 4, 48, 48)
+    assert test["inputs"].shape == (6, 4, 48, 48, 3) and test["flow"].shape == (6, 2, 4, 48, 48)
 
     # a video whose flow was never extracted: another video is used and the failure is reported
     (tmp_path / "videos").mkdir()

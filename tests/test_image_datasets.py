@@ -60,12 +60,14 @@ def test_cifar10_layout_values_and_augmentation(tmp_path):
 
     # test items are the images themselves (H×W×RGB order of the pickled rows), 1 view of T=1
     item = test[4]
+    assert item["inputs"].shape == (1, 1, 32, 32, 3) and item["inputs"].dtype == torch.uint8  # raw V×T×H×W×C
+    item["inputs"] = test.normalizer(item["inputs"])  # what the model gets (here mean 0, std 1)
     assert item["inputs"].shape == (1, 3, 1, 32, 32) and item["label"] == 4
     expected = torch.from_numpy(test_images[4][0]).permute(2, 0, 1).float() / 255
     assert torch.allclose(item["inputs"][0, :, 0], expected)
 
     # a training item is a 32x32 crop of the image zero-padded by 4, maybe flipped
-    x = train[7]["inputs"]
+    x = train.normalizer(train[7]["inputs"])
     assert x.shape == (3, 1, 32, 32) and x.dtype == torch.float32
     img = torch.from_numpy(train_images[7][0]).permute(2, 0, 1).float() / 255
     padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
@@ -74,15 +76,15 @@ def test_cifar10_layout_values_and_augmentation(tmp_path):
     assert len(matches) == 1
 
     # randomness depends on (seed, epoch, index) only
-    again = train[7]["inputs"]
+    again = train.normalizer(train[7]["inputs"])
     assert torch.equal(x, again)
     train.set_epoch(1)
-    others = [train[7]["inputs"]]
+    others = [train.normalizer(train[7]["inputs"])]
     train.set_epoch(2)
-    others.append(train[7]["inputs"])
+    others.append(train.normalizer(train[7]["inputs"]))
     assert any(not torch.equal(x, o) for o in others)
     train.set_epoch(0)
-    assert torch.equal(train[7]["inputs"], x)
+    assert torch.equal(train.normalizer(train[7]["inputs"]), x)
 
 
 def test_cifar100_fine_labels_and_train_loader(tmp_path):
@@ -102,16 +104,17 @@ def test_cifar100_fine_labels_and_train_loader(tmp_path):
     loader = build_train_loader(cfg)
     batches = list(loader)
     assert len(batches) == 3
-    assert batches[0]["inputs"].shape == (4, 3, 1, 32, 32)
+    assert batches[0]["inputs"].shape == (4, 1, 32, 32, 3)
+    normalize = loader.dataset.normalizer
     assert sorted(torch.cat([b["labels"] for b in batches]).tolist()) == [i * 8 for i in range(12)]
     # without padding a crop is the whole image (maybe flipped): channel means are those of the
     # pickled pixels, normalised with the CIFAR-100 statistics
-    mean = torch.cat([b["inputs"] for b in batches]).mean(dim=(0, 2, 3, 4)).double()
+    mean = torch.cat([normalize(b["inputs"]) for b in batches]).mean(dim=(0, 2, 3, 4)).double()
     pixel_mean = torch.from_numpy(hwc.reshape(-1, 3).mean(0) / 255)
     expected = (pixel_mean - torch.tensor([0.5071, 0.4865, 0.4409]).double()) / torch.tensor([0.2673, 0.2564, 0.2762])
     assert torch.allclose(mean, expected, atol=1e-4)
     test_batch = next(iter(build_test_loader(cfg, "test")))
-    assert test_batch["inputs"].shape == (3, 3, 1, 32, 32) and test_batch["labels"].tolist() == [99, 0, 50]
+    assert test_batch["inputs"].shape == (3, 1, 32, 32, 3) and test_batch["labels"].tolist() == [99, 0, 50]
     with pytest.raises(DatasetError, match="set MODEL.NUM_CLASSES 100"):
         build_dataset("cifar100", cfg_for("cifar100", root, "MODEL.NUM_CLASSES", "10"), "train")
     os.remove(root / "meta")
@@ -153,15 +156,15 @@ def test_cub_splits_bounding_boxes_and_bad_images(tmp_path):
     train, test = build_dataset("cub200", cfg, "train"), build_dataset("cub200", cfg, "test")
     assert len(train) == 6 and len(test) == 2 and test.labels() == [0, 1] and train.labels() == [0, 0, 0, 1, 1, 1]
     assert train.records[0].bbox == (20.0, 15.0, 20.0, 15.0)
-    assert train[0]["inputs"].shape == (3, 1, 24, 24)
+    assert train[0]["inputs"].shape == (1, 24, 24, 3)
     # the whole image: resize to short side 18 (16 / 0.875) + centre crop 16: grey corner, box in the middle
-    whole = test[1]["inputs"]
+    whole = test.normalizer(test[1]["inputs"])
     assert whole.shape == (1, 3, 1, 16, 16)
     assert torch.allclose(whole[0, :, 0, 0, 0], torch.full((3,), 128 / 255), atol=0.03)
     assert torch.allclose(whole[0, :, 0, 8, 8], torch.tensor(colours[1]) / 255, atol=0.05)
     boxed = build_dataset("cub200", cfg_for("cub200", root, *common, "DATA.USE_BBOX", "True"), "test")
     for i, colour in enumerate(colours):
-        pix = boxed[i]["inputs"][0, :, 0]
+        pix = boxed.normalizer(boxed[i]["inputs"])[0, :, 0]
         assert torch.allclose(pix.mean(dim=(1, 2)), torch.tensor(colour) / 255, atol=0.03)
 
     # a broken JPEG does not stop training: another image is used and the failure travels along
@@ -170,7 +173,7 @@ def test_cub_splits_bounding_boxes_and_bad_images(tmp_path):
     train = build_dataset("cub200", cfg, "train")
     item = train[2]
     assert item["index"] != 2 and item["failures"][0][0] == bad and "cannot read image" in item["failures"][0][1]
-    assert item["inputs"].shape == (3, 1, 24, 24)
+    assert item["inputs"].shape == (1, 24, 24, 3)
     (root / "image_class_labels.txt").write_text("1 1\n")
     with pytest.raises(DatasetError, match="image_class_labels.txt: no entry for image id 2"):
         build_dataset("cub200", cfg, "train")
@@ -189,11 +192,11 @@ def test_image_folder_classes_and_transforms(tmp_path):
     train, val, test = (build_dataset("imagefolder", cfg, s) for s in ("train", "val", "test"))
     assert len(train) == 9 and len(val) == 6 and [r.path for r in test.records] == [r.path for r in val.records]
     assert val.labels() == [0, 0, 1, 1, 2, 2]
-    assert train[4]["inputs"].shape == (3, 1, 32, 32) and val[3]["inputs"].shape == (1, 3, 1, 28, 28)
+    assert train[4]["inputs"].shape == (1, 32, 32, 3) and val[3]["inputs"].shape == (1, 1, 28, 28, 3)
     # class colour survives: red channel of class 2 is 160/255, normalised with the default video mean/std
-    assert abs(float(val[5]["inputs"][0, 0].mean()) - (160 / 255 - 0.45) / 0.225) < 0.05
+    assert abs(float(val.normalizer(val[5]["inputs"])[0, 0].mean()) - (160 / 255 - 0.45) / 0.225) < 0.05
     batch = next(iter(build_train_loader(cfg)))
-    assert batch["inputs"].shape == (4, 3, 1, 32, 32)
+    assert batch["inputs"].shape == (4, 1, 32, 32, 3)
     (tmp_path / "val" / "n99999999").mkdir()
     with pytest.raises(DatasetError, match="n99999999: class folder not in"):
         build_dataset("imagefolder", cfg, "val")

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
 
 from vidnl.config import load_config
@@ -321,12 +322,15 @@ def test_clip_datasets_read_the_right_frames(mars_root):
     tf = FrameTransform(16, 8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     test = ReIDTestClips(d.query, tf, seq_len=4)
     item = test[2]  # 6 frames -> 2 chunks, the last padded with frame 5
-    assert item["inputs"].shape == (2, 3, 4, 16, 8) and item["pid"] == 12 and item["camid"] == 2
-    grey = (item["inputs"][:, 0, :, 0, 0] * 255).numpy()
+    assert item["inputs"].shape == (2, 4, 16, 8, 3) and item["inputs"].dtype == torch.uint8  # n×T×H×W×C
+    assert item["pid"] == 12 and item["camid"] == 2
+    x = tf.normalizer(item["inputs"])  # the model's n×C×T×H×W, here mean 0 and std 1
+    assert x.shape == (2, 3, 4, 16, 8)
+    grey = (x[:, 0, :, 0, 0] * 255).numpy()
     assert np.abs(grey - [[0, 10, 20, 30], [40, 50, 50, 50]]).max() <= 2  # JPEG of a flat image ~ keeps its level
     train = ReIDTrainClips(d.train, FrameTransform(32, 16), seq_len=4, mode="random_consecutive", seed=1)
     x = train[(0, 5)]
-    assert x["inputs"].shape == (3, 4, 32, 16) and x["label"] == 0
+    assert x["inputs"].shape == (4, 32, 16, 3) and x["label"] == 0
     assert (train[(0, 5)]["inputs"] == x["inputs"]).all()  # a function of (seed, epoch, slot)
     train.set_epoch(1)
     firsts = {float(train[(3, s)]["inputs"][0, 0, 0, 0]) for s in range(30)}

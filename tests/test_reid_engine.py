@@ -182,6 +182,6 @@ def test_features_are_the_mean_of_all_chunk_embeddings(synthetic_mars, tmp_path,
     feats = engine.extract_features(model, tracklets, cfg, torch.device("cpu"))
     ds = ReIDTestClips(tracklets, FrameTransform.from_cfg(cfg), cfg.REID.SEQ_LEN)
     with torch.no_grad():
-        ref = torch.stack([model(ds[i]["inputs"]).mean(0) for i in range(len(ds))])
+        ref = torch.stack([model(ds.transform.normalizer(ds[i]["inputs"])).mean(0) for i in range(len(ds))])
     assert [ds[i]["inputs"].shape[0] for i in range(len(ds))] == [3, 3, 3, 3, 2, 2, 2]
     torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-6)

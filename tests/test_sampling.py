@@ -63,6 +63,8 @@ def test_test_item_decodes_once_and_gives_all_views(tmp_path, monkeypatch):
     ds = VideoCSVDataset.from_cfg(cfg, "test")
     item = ds[0]
     assert len(calls) == 1  # one decode for all 15 views
+    assert item["inputs"].shape == (15, 4, 32, 32, 3) and item["inputs"].dtype == torch.uint8  # raw pixels
+    item["inputs"] = ds.normalizer(item["inputs"])  # the model's layout, float (mean 0, std 1 here)
     assert item["inputs"].shape == (15, 3, 4, 32, 32)
     # view order: clip-major, 3 crops each; frame grey level encodes the frame index
     frame_ids = (item["inputs"][:, 0, :, 16, 16] * 255 / 4).round()

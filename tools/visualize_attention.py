@@ -47,10 +47,11 @@ def load_clip(cfg, video: str) -> torch.Tensor:
     clip = ClipConfig(num_frames=d.NUM_FRAMES, sampling_rate=d.SAMPLING_RATE, short_video_mode=d.SHORT_VIDEO_MODE,
                       test_crop_size=d.TEST_CROP_SIZE, num_ensemble_views=1, num_spatial_crops=1, mean=list(d.MEAN),
                       std=list(d.STD), backend=d.DECODING_BACKEND)
-    item = VideoCSVDataset([VideoRecord(video, 0)], "test", clip)[0]
+    dataset = VideoCSVDataset([VideoRecord(video, 0)], "test", clip)
+    item = dataset[0]
     if item["inputs"] is None:
         raise VidnlUserError(f"cannot decode {video}: {item['failures'][0][1]}")
-    return item["inputs"][:1]
+    return dataset.normalizer(item["inputs"][:1])
 
 
 def attention_maps(model, block_name: str, clip: torch.Tensor, queries) -> list[dict]:

@@ -2,7 +2,10 @@
 
 Training: random short-side scale jitter, random square crop, optional horizontal flip.
 Test: short-side resize, then 1 (centre) or 3 (both ends and centre of the long side) crops.
-``normalize`` turns T×C×H×W uint8 into the model's C×T×H×W float layout.
+The decoded frames are channels-last in memory (``frames_to_tensor`` is a view), torchvision's
+uint8 resampling keeps that layout, and the results are handed on as raw pixels T×H×W×C uint8:
+normalisation to the model's float C×T×H×W happens on the device
+(:mod:`vidnl.data.model_input`).
 """
 
 from __future__ import annotations
@@ -54,22 +57,14 @@ def uniform_crops(video: torch.Tensor, size: int, num_crops: int) -> list[torch.
     return [video[..., y:y + size, x:x + size] for y, x in offsets]
 
 
-def normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """T×C×H×W uint8 -> C×T×H×W float32, scaled to [0, 1] then (x - mean) / std per channel.
-
-    One strided copy into a contiguous float tensor, then two in-place passes (the layout change
-    and the conversion in one step are several times faster than ``.float()`` then ``permute``)."""
-    t, c, h, w = video.shape
-    out = torch.empty((c, t, h, w), dtype=torch.float32)
-    out.copy_(video.permute(1, 0, 2, 3))
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(-1, 1, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(-1, 1, 1, 1)
-    return out.mul_(scale).sub_(shift)
+def channels_last(video: torch.Tensor) -> torch.Tensor:
+    """T×C×H×W -> T×H×W×C contiguous (free when the memory is channels-last already)."""
+    return video.permute(0, 2, 3, 1).contiguous()
 
 
 def train_transform(video: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int,
-                    flip: bool, mean, std, rng: np.random.Generator) -> torch.Tensor:
-    """T×C×H×W uint8 -> C×T×crop×crop float.
+                    flip: bool, rng: np.random.Generator) -> torch.Tensor:
+    """T×C×H×W uint8 -> T×crop×crop×C uint8 (raw pixels, channels last).
 
     Equivalent to resizing the short side to a random size in ``jitter_scales`` and taking a
     random crop, but only the region that becomes the crop is resized (``resized_crop``)."""
@@ -82,12 +77,14 @@ def train_transform(video: torch.Tensor, *, jitter_scales: Sequence[int], crop_s
     fy, fx = h / new_h, w / new_w  # back to source pixels
     video = TF.resized_crop(video, int(round(top * fy)), int(round(left * fx)), max(1, int(round(crop_size * fy))),
                             max(1, int(round(crop_size * fx))), [crop_size, crop_size], antialias=True)
+    video = channels_last(video)
     if flip and rng.random() < 0.5:
-        video = TF.horizontal_flip(video)
-    return normalize(video, mean, std)
+        video = video.flip(2)
+    return video
 
 
-def test_views(video: torch.Tensor, *, crop_size: int, num_crops: int, mean, std) -> list[torch.Tensor]:
-    """T×C×H×W uint8 -> num_crops tensors C×T×crop×crop. The frames are resized and normalised
-    once, then the crops are cut (views share that work: decode once, transform once)."""
-    return uniform_crops(normalize(resize_short_side(video, crop_size), mean, std), crop_size, num_crops)
+def test_views(video: torch.Tensor, *, crop_size: int, num_crops: int) -> list[torch.Tensor]:
+    """T×C×H×W uint8 -> num_crops uint8 views T×crop×crop×C (slices, no copy). The frames are
+    resized once, then the crops are cut (views share that work: decode once, transform once)."""
+    frames = channels_last(resize_short_side(video, crop_size))  # T×H×W×C
+    return [v.permute(0, 2, 3, 1) for v in uniform_crops(frames.permute(0, 3, 1, 2), crop_size, num_crops)]

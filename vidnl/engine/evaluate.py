@@ -39,6 +39,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
     """
     model.eval()
     dataset = loader.dataset
+    normalize = dataset.normalizer
     clip_hits = {1: 0, 5: 0}
     num_clips = 0
     videos, failed = [], []
@@ -51,7 +52,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
         if batch["inputs"] is None:
             continue
         inputs = batch["inputs"]
-        logits = torch.cat([model(inputs[i:i + clips_per_forward].to(device, non_blocking=True)).float().cpu()
+        logits = torch.cat([model(normalize(inputs[i:i + clips_per_forward], device)).float().cpu()
                             for i in range(0, inputs.shape[0], clips_per_forward)])
         view_labels = torch.repeat_interleave(batch["labels"], torch.tensor(batch["views"]))
         hits = topk_correct(logits, view_labels)

@@ -104,6 +104,7 @@ def extract_features(model: nn.Module, tracklets: list[Tracklet], cfg, device: t
                         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
                         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and device.type == "cuda")
     step, amp = cfg.TEST.BATCH_SIZE, cfg.TRAIN.MIXED_PRECISION
+    normalize = ds.transform.normalizer
     sums: torch.Tensor | None = None
     counts = torch.zeros(len(ds))
     clips: list[torch.Tensor] = []
@@ -114,7 +115,7 @@ def extract_features(model: nn.Module, tracklets: list[Tracklet], cfg, device: t
         x, own = torch.cat(clips), torch.cat(owners)
         for i in range(0, n, step):
             with autocast_context(device, amp):
-                out = model(x[i:min(i + step, n)].to(device, non_blocking=True)).float().cpu()
+                out = model(normalize(x[i:min(i + step, n)], device)).float().cpu()
             if sums is None:
                 sums = torch.zeros(len(ds), out.shape[1])
             sums.index_add_(0, own[i:i + out.shape[0]], out)
@@ -248,7 +249,7 @@ class ReIDTrainer:
         for it, batch in enumerate(bar, start=start_iter):
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
-            x = batch["inputs"].to(self.device, non_blocking=True)
+            x = self.train_set.transform.normalizer(batch["inputs"], self.device)
             y = batch["labels"].to(self.device, non_blocking=True)
             with autocast_context(self.device, self.amp):
                 logits, feats = self.model(x)

@@ -154,7 +154,7 @@ class Trainer:
             self.check_bad_fraction()
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
-            x = batch["inputs"].to(self.device, non_blocking=True)
+            x = self.train_set.normalizer(batch["inputs"], self.device)
             y = batch["labels"].to(self.device, non_blocking=True)
             with autocast_context(self.device, self.amp):
                 if getattr(unwrap(self.model), "uses_flow", False):  # MARS: CE + α · distillation

@@ -9,8 +9,9 @@ with the image and x changes sign when flipped), flow divided by ``clip.flow_sca
 
 * "flow", train: ``inputs`` 2×T×h×w, normalised with ``clip.mean``/``clip.std`` (2 values).
 * "flow", test: ``inputs`` (K·S)×2×T×h×w.
-* "rgb_flow": ``inputs`` is exactly the RGB clip of "rgb" mode (3×T×h×w, or (K·S)×3×T×h×w in
-  testing), plus ``flow`` 2×T×h×w (or (K·S)×2×T×h×w) of the same frames and crops.
+* "rgb_flow": ``inputs`` is exactly the RGB clip of "rgb" mode (raw uint8 pixels T×h×w×3, or
+  (K·S)×T×h×w×3 in testing; see :mod:`vidnl.data.model_input`), plus ``flow`` 2×T×h×w (or
+  (K·S)×2×T×h×w) float of the same frames and crops.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _train_transform(ds, rgb, flow, rng):
         flow = hflip_flow(flow)
     if rgb is not None:
         rgb = transforms.train_transform(rgb, jitter_scales=c.jitter_scales, crop_size=s, flip=c.random_flip,
-                                         mean=c.mean, std=c.std, rng=rgb_rng)
+                                         rng=rgb_rng)
     return rgb, _finish_flow(flow, ds, normalise=rgb is None)
 
 
@@ -136,9 +137,8 @@ def _test_item(ds, index: int) -> dict:
     flow_out = torch.stack([v[:, i * t:(i + 1) * t] for i in range(k) for v in flow_views])
     if rgb is None:
         return {"inputs": flow_out, "label": record.label, "index": index, "failures": []}
-    views = transforms.test_views(rgb, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
-                                  mean=c.mean, std=c.std)
-    rgb_out = torch.stack([v[:, i * t:(i + 1) * t] for i in range(k) for v in views])
+    views = transforms.test_views(rgb, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops)
+    rgb_out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])
     return {"inputs": rgb_out, "flow": flow_out, "label": record.label, "index": index, "failures": []}
 
 

@@ -11,13 +11,14 @@ All read the official download layouts directly (see docs/datasets.md):
 * ``imagefolder``: ``train/<class>/*.JPEG``, ``val/<class>/*`` (``test/<class>/*`` for "test"
   when present, else ``val``); classes are the sorted folder names of ``train``.
 
-Items (as the video datasets'): training ``{"inputs": C×1×H×W float, "label", "index",
-"failures", "notes"}``; test ``{"inputs": 1×C×1×H×W, ...}`` (one view), or ``inputs=None`` for an
+Items (as the video datasets'): training ``{"inputs": 1×H×W×C uint8, "label", "index",
+"failures", "notes"}``; test ``{"inputs": 1×1×H×W×C uint8, ...}`` (one view), or ``inputs=None`` for an
 unreadable image. Augmentations (torchvision.transforms.v2): CIFAR: zero-pad
 DATA.IMAGE_PADDING + random crop DATA.TRAIN_CROP_SIZE + flip, test centre crop
 DATA.TEST_CROP_SIZE; CUB / folders: RandomResizedCrop DATA.TRAIN_CROP_SIZE (area from
 DATA.IMAGE_MIN_SCALE) + flip, test resize to DATA.IMAGE_TEST_RESIZE + centre crop
-DATA.TEST_CROP_SIZE; then normalisation with DATA.MEAN / DATA.STD. The randomness of a training
+DATA.TEST_CROP_SIZE; normalisation with DATA.MEAN / DATA.STD happens on the device
+(``dataset.normalizer``, :mod:`vidnl.data.model_input`). The randomness of a training
 item comes only from ``(RNG_SEED, epoch, index, attempt)``.
 """
 
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ...errors import DatasetError
+from ..model_input import InputNormalizer
 
 # Per-channel statistics of the training sets (RGB, 0-1 scale), for DATA.MEAN / DATA.STD.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -73,7 +75,7 @@ class ImageConfig:
 
 
 def _build_transforms(c: ImageConfig, train: bool) -> v2.Compose:
-    """uint8 C×H×W tensor -> normalised float C×h×w."""
+    """uint8 C×H×W tensor -> uint8 C×h×w (normalisation happens on the device)."""
     if c.style == "cifar":
         geo = [v2.RandomCrop(c.train_crop_size, padding=c.padding)] if train else [v2.CenterCrop(c.test_crop_size)]
     elif c.style == "imagenet":
@@ -86,7 +88,7 @@ def _build_transforms(c: ImageConfig, train: bool) -> v2.Compose:
         raise ValueError(f"image style must be 'cifar' or 'imagenet', got {c.style!r}")
     if train and c.random_flip:
         geo.append(v2.RandomHorizontalFlip())
-    return v2.Compose(geo + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(c.mean), list(c.std))])
+    return v2.Compose(geo)
 
 
 def load_image(path: str, bbox=None) -> torch.Tensor:
@@ -123,6 +125,11 @@ class ImageDataset(Dataset):
     def views_per_video(self) -> int:
         return 1
 
+    @property
+    def normalizer(self) -> InputNormalizer:
+        """Turns this dataset's batches into model inputs (mean / std of the config)."""
+        return InputNormalizer(self.cfg.mean, self.cfg.std)
+
     def set_epoch(self, epoch: int) -> None:
         """Training items depend on (seed, epoch, index, attempt) only."""
         self.epoch = epoch
@@ -154,7 +161,7 @@ class ImageDataset(Dataset):
             with torch.random.fork_rng(devices=[]):  # v2 transforms draw from torch's global RNG
                 torch.manual_seed(int(rng.integers(0, 2**63 - 1)))
                 x = self.transform(image)
-            return {"inputs": x.unsqueeze(1), "label": record.label, "index": index, "failures": failures,
+            return {"inputs": x.permute(1, 2, 0).unsqueeze(0), "label": record.label, "index": index, "failures": failures,
                     "notes": []}
         raise RuntimeError(f"{self.cfg.num_retries + 1} images in a row could not be read; the last: "
                            f"{failures[-1][0]} ({failures[-1][1]}). Check the dataset folder.")
@@ -166,7 +173,7 @@ class ImageDataset(Dataset):
         except Exception as e:
             return {"inputs": None, "label": record.label, "index": index,
                     "failures": [(record.path, f"cannot read image: {type(e).__name__}: {e}")]}
-        return {"inputs": self.transform(image)[None, :, None], "label": record.label, "index": index, "failures": []}
+        return {"inputs": self.transform(image).permute(1, 2, 0)[None, None], "label": record.label, "index": index, "failures": []}
 
     def __getitem__(self, index: int) -> dict:
         return self._train_item(index) if self.mode == "train" else self._test_item(index)

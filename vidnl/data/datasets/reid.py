@@ -39,6 +39,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ...errors import DatasetError
+from ..model_input import InputNormalizer
 from ..reid_sampling import test_chunks, train_frame_indices
 
 logger = logging.getLogger(__name__)
@@ -435,7 +436,8 @@ def build_reid_data(cfg, split_id: int | None = None) -> ReIDData:
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrameTransform:
-    """Resize to height × width, scale to [0, 1], normalise with mean/std (RGB)."""
+    """Frames resized to height × width, as raw uint8 pixels; ``normalizer`` scales them to
+    [0, 1] and normalises with mean/std (RGB) on the device (see :mod:`vidnl.data.model_input`)."""
 
     height: int
     width: int
@@ -460,19 +462,19 @@ class FrameTransform:
         except OSError as e:
             raise DatasetError(f"{path}: cannot read the frame image ({e})") from None
 
+    @property
+    def normalizer(self) -> InputNormalizer:
+        return InputNormalizer(self.mean, self.std)
+
     def clip(self, paths: Sequence[str], indices: Sequence[int]) -> torch.Tensor:
-        """Frames ``paths[indices]`` -> normalised C×T×H×W float tensor (each file read once)."""
+        """Frames ``paths[indices]`` -> T×H×W×C uint8 tensor (each file read once)."""
         cache = {i: self.load(paths[i]) for i in sorted(set(int(i) for i in indices))}
-        x = torch.from_numpy(np.stack([cache[int(i)] for i in indices]))  # T×H×W×C
-        x = x.permute(3, 0, 1, 2).contiguous().float().div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1, 1)
-        return (x - mean) / std
+        return torch.from_numpy(np.stack([cache[int(i)] for i in indices]))
 
 
 class ReIDTrainClips(Dataset):
     """Training clips: ``dataset[(tracklet_index, slot)]`` (keys from RandomIdentitySampler)
-    -> {"inputs": C×T×H×W, "label": identity, "camid", "index"}. The frames (REID.SAMPLE_MODE)
+    -> {"inputs": T×H×W×C uint8, "label": identity, "camid", "index"}. The frames (REID.SAMPLE_MODE)
     and the flip depend only on (seed, epoch, slot)."""
 
     def __init__(self, tracklets: Sequence[Tracklet], transform: FrameTransform, seq_len: int, mode: str,
@@ -494,13 +496,13 @@ class ReIDTrainClips(Dataset):
         frames = train_frame_indices(len(t.paths), self.seq_len, self.mode, rng)
         x = self.transform.clip(t.paths, frames)
         if self.random_flip and rng.random() < 0.5:
-            x = x.flip(-1)
+            x = x.flip(2)
         return {"inputs": x, "label": t.pid, "camid": t.camid, "index": index}
 
 
 class ReIDTestClips(Dataset):
     """Whole tracklets for feature extraction: item i -> {"inputs": n×C×T×H×W (every frame, in
-    chunks of seq_len, the last one padded), "pid", "camid", "index"}."""
+    chunks of seq_len, the last one padded; n×T×H×W×C uint8), "pid", "camid", "index"}."""
 
     def __init__(self, tracklets: Sequence[Tracklet], transform: FrameTransform, seq_len: int):
         self.tracklets, self.transform, self.seq_len = list(tracklets), transform, seq_len
@@ -511,14 +513,13 @@ class ReIDTestClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         t = self.tracklets[index]
         chunks = test_chunks(len(t.paths), self.seq_len)
-        x = self.transform.clip(t.paths, chunks.ravel())  # C×(n·T)×H×W
-        c, _, h, w = x.shape
-        x = x.view(c, chunks.shape[0], self.seq_len, h, w).transpose(0, 1).contiguous()
+        x = self.transform.clip(t.paths, chunks.ravel())  # (n·T)×H×W×C
+        x = x.view(chunks.shape[0], self.seq_len, *x.shape[1:])
         return {"inputs": x, "pid": t.pid, "camid": t.camid, "index": index}
 
 
 def collate_reid_train(items: list[dict]) -> dict:
-    """-> {"inputs": B×C×T×H×W, "labels": B, "camids": B, "indices": B}."""
+    """-> {"inputs": B×T×H×W×C uint8, "labels": B, "camids": B, "indices": B}."""
     return {"inputs": torch.stack([it["inputs"] for it in items]),
             "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
             "camids": torch.tensor([it["camid"] for it in items], dtype=torch.long),
@@ -526,7 +527,7 @@ def collate_reid_train(items: list[dict]) -> dict:
 
 
 def collate_reid_test(items: list[dict]) -> dict:
-    """-> {"inputs": (Σn)×C×T×H×W, "chunks": n per tracklet, "pids", "camids", "indices"}."""
+    """-> {"inputs": (Σn)×T×H×W×C uint8, "chunks": n per tracklet, "pids", "camids", "indices"}."""
     return {"inputs": torch.cat([it["inputs"] for it in items]),
             "chunks": [it["inputs"].shape[0] for it in items],
             "pids": torch.tensor([it["pid"] for it in items], dtype=torch.long),

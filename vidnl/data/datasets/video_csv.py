@@ -5,10 +5,11 @@ configurable; the label is the last field so paths may contain the separator). R
 are joined to ``path_prefix`` (or to the CSV's folder when no prefix is given).
 
 Items:
-* ``mode="train"``: one random clip, C×T×H×W. If the video cannot be decoded another random
+* ``mode="train"``: one random clip, T×H×W×C uint8 raw pixels (normalised on the device by
+  ``dataset.normalizer``, see :mod:`vidnl.data.model_input`). If the video cannot be decoded another random
   video is tried (up to ``num_retries`` times); every failure travels with the item in
   ``failures`` so the trainer can count and report them, also from worker processes.
-* ``mode="test"``: all K×S views of one video, (K·S)×C×T×H×W, cut from a single decode. A video
+* ``mode="test"``: all K×S views of one video, (K·S)×T×H×W×C uint8, cut from a single decode. A video
   that cannot be decoded gives ``inputs=None`` and its failure, and is excluded from metrics.
 
 A listed path may be a folder of frames (``source="frames"``, see ``decoding.read_frames``).
@@ -29,6 +30,7 @@ from torch.utils.data import Dataset
 from ...errors import DatasetError
 from .. import sampling, transforms
 from ..decoding import DecodeError, read_frames
+from ..model_input import InputNormalizer
 
 
 @dataclass
@@ -122,6 +124,11 @@ class VideoCSVDataset(Dataset):
         return cls(read_csv(csv_path, d.PATH_PREFIX, d.PATH_LABEL_SEPARATOR), mode, clip)
 
     @property
+    def normalizer(self) -> InputNormalizer:
+        """Turns this dataset's batches into model inputs (DATA.MEAN / DATA.STD)."""
+        return InputNormalizer(self.clip.mean, self.clip.std)
+
+    @property
     def views_per_video(self) -> int:
         return 1 if self.mode == "train" else self.clip.num_ensemble_views * self.clip.num_spatial_crops
 
@@ -160,8 +167,8 @@ class VideoCSVDataset(Dataset):
                                            f"{'padded with its last frame' if c.short_video_mode == 'pad' else 'looped'}"))
             clip = transforms.train_transform(
                 transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
-                crop_size=c.train_crop_size, flip=c.random_flip, mean=c.mean, std=c.std, rng=rng,
-            )
+                crop_size=c.train_crop_size, flip=c.random_flip, rng=rng,
+            )  # T×h×w×C uint8
             return {"inputs": clip, "label": record.label, "index": index, "failures": failures, "notes": notes}
         raise RuntimeError(
             f"{c.num_retries + 1} videos in a row could not be decoded; the last: "
@@ -182,10 +189,9 @@ class VideoCSVDataset(Dataset):
         except DecodeError as e:
             return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
         frames = transforms.frames_to_tensor(decoded.frames)  # (K·T)×C×H×W, one decode
-        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
-                                      mean=c.mean, std=c.std)  # S × C×(K·T)×h×w
-        t = c.num_frames
-        out = torch.stack([v[:, i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×C×T×h×w
+        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops)
+        t = c.num_frames  # views: S × (K·T)×h×w×C
+        out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×T×h×w×C uint8
         return {"inputs": out, "label": record.label, "index": index, "failures": []}
 
     def __getitem__(self, index: int) -> dict:
