@@ -155,8 +155,13 @@ def test_rgb_flow_mode_shares_frames_and_crops_and_reports_missing_flow(flow_dat
         a, b = rgb[2], both[2]
         assert torch.equal(a["inputs"], b["inputs"])  # the RGB clip is exactly the rgb-mode clip
         assert b["flow"].shape == (2, 4, 48, 48)
+    # test items are the RGB items (MARS tests on RGB alone): no flow is read, none is needed
     test = build_dataset("csv", flow_cfg(data, flow_dir, "DATA.MODALITY", "rgb_flow"), "test")[0]
-    assert test["inputs"].shape == (6, 4, 48, 48, 3) and test["flow"].shape == (6, 2, 4, 48, 48)
+    rgb_test = build_dataset("csv", flow_cfg(data, flow_dir), "test")[0]
+    assert test["inputs"].shape == (6, 4, 48, 48, 3) and "flow" not in test
+    assert torch.equal(test["inputs"], rgb_test["inputs"])
+    no_flow = build_dataset("csv", flow_cfg(data, root / "no_flow_here", "DATA.MODALITY", "rgb_flow"), "test")[0]
+    assert torch.equal(no_flow["inputs"], rgb_test["inputs"]) and not no_flow["failures"]
 
     # a video whose flow was never extracted: another video is used and the failure is reported
     (tmp_path / "videos").mkdir()

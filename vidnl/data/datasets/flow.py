@@ -9,9 +9,10 @@ with the image and x changes sign when flipped), flow divided by ``clip.flow_sca
 
 * "flow", train: ``inputs`` 2×T×h×w, normalised with ``clip.mean``/``clip.std`` (2 values).
 * "flow", test: ``inputs`` (K·S)×2×T×h×w.
-* "rgb_flow": ``inputs`` is exactly the RGB clip of "rgb" mode (raw uint8 pixels T×h×w×3, or
-  (K·S)×T×h×w×3 in testing; see :mod:`vidnl.data.model_input`), plus ``flow`` 2×T×h×w (or
-  (K·S)×2×T×h×w) float of the same frames and crops.
+* "rgb_flow", train: ``inputs`` is exactly the RGB clip of "rgb" mode (raw uint8 pixels
+  T×h×w×3, see :mod:`vidnl.data.model_input`), plus ``flow`` 2×T×h×w float of the same frames
+  and crop. Test items of "rgb_flow" are the "rgb" items (MARS tests on RGB alone), so test
+  videos need no flow.
 """
 
 from __future__ import annotations
@@ -125,23 +126,19 @@ def _test_item(ds, index: int) -> dict:
     record = ds.records[index]
     k, t = c.num_ensemble_views, c.num_frames
     try:
-        rgb, flow, _ = _read(ds, record.path, lambda n: sampling.test_clip_indices(
+        _, flow, _ = _read(ds, record.path, lambda n: sampling.test_clip_indices(
             n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1))
     except DecodeError as e:
         why = f"{e.path}: {e.reason}" if e.path != record.path else e.reason
         return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, why)]}
-    ref_h, ref_w = (rgb if rgb is not None else flow).shape[-2:]
-    flow = resize_flow(flow, _short_side_size(ref_h, ref_w, c.test_crop_size))
-    flow_views = [_finish_flow(v, ds, normalise=rgb is None)
+    flow = resize_flow(flow, _short_side_size(*flow.shape[-2:], c.test_crop_size))
+    flow_views = [_finish_flow(v, ds, normalise=True)
                   for v in transforms.uniform_crops(flow, c.test_crop_size, c.num_spatial_crops)]
     flow_out = torch.stack([v[:, i * t:(i + 1) * t] for i in range(k) for v in flow_views])
-    if rgb is None:
-        return {"inputs": flow_out, "label": record.label, "index": index, "failures": []}
-    views = transforms.test_views(rgb, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops)
-    rgb_out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])
-    return {"inputs": rgb_out, "flow": flow_out, "label": record.label, "index": index, "failures": []}
+    return {"inputs": flow_out, "label": record.label, "index": index, "failures": []}
 
 
 def flow_item(ds, index: int) -> dict:
-    """Item ``index`` of a video dataset in "flow" or "rgb_flow" mode (see the module doc)."""
+    """Item ``index`` of a video dataset in "flow" mode, or a training item in "rgb_flow" mode
+    (see the module doc)."""
     return _train_item(ds, index) if ds.mode == "train" else _test_item(ds, index)

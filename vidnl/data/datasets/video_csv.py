@@ -195,7 +195,8 @@ class VideoCSVDataset(Dataset):
         return {"inputs": out, "label": record.label, "index": index, "failures": []}
 
     def __getitem__(self, index: int) -> dict:
-        if self.clip.modality != "rgb":
+        # rgb_flow test items are plain RGB: MARS predicts from RGB alone, test videos need no flow
+        if self.clip.modality == "flow" or (self.clip.modality == "rgb_flow" and self.mode == "train"):
             from .flow import flow_item
 
             return flow_item(self, index)
