@@ -21,12 +21,20 @@ def test_nonlocal_benchmark_smoke(tmp_path):
     import nonlocal_blocks
 
     out = tmp_path / "nl.json"
-    assert nonlocal_blocks.main(["--sizes", "tiny", "--types", "snl", "cc", "--repeat", "1", "--json", str(out)]) == 0
+    args = ["--sizes", "tiny", "--repeat", "2", "--min-time", "0", "--json", str(out)]
+    assert nonlocal_blocks.main(args + ["--types", "snl", "cc"]) == 0
     rows = json.load(open(out))["rows"]
     assert {r["table"] for r in rows} == {"snl", "softmax", "blocks"}
     snl = next(r for r in rows if r["table"] == "snl" and r["mode"] == "fwd+bwd")
     assert set(snl["results"]) == {"linear", "auto", "dense"} and snl["speedup_linear_vs_dense"] > 0
-    assert all("peak_mb" in v for r in rows for v in r["results"].values())
+    assert snl["auto_vs_best"] > 0
+    assert all("peak_mb" in v and v["runs"] >= 2 for r in rows for v in r["results"].values())
+    softmax = next(r for r in rows if r["table"] == "softmax")
+    assert softmax["results"]["vidnl"]["form"] == "explicit"  # tiny graph on the CPU
+    # --merge replaces the re-measured rows and keeps the others
+    assert nonlocal_blocks.main(args + ["--tables", "blocks", "--types", "cc", "--merge"]) == 0
+    merged = json.load(open(out))["rows"]
+    assert len(merged) == len(rows) and [r["table"] for r in merged] == [r["table"] for r in rows]
 
 
 def test_data_loading_benchmark_smoke(tmp_path):

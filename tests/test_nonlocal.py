@@ -13,13 +13,46 @@ def rand(*shape):
     return torch.randn(*shape, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "fused"])
 @pytest.mark.parametrize("n,m", [(60, 60), (60, 17)])
-def test_embedded_gaussian_sdpa_equals_dense(n, m):
-    theta, phi, g = rand(3, n, 8), rand(3, m, 8), rand(3, m, 8)
+def test_embedded_gaussian_fast_equals_dense_values_and_gradients(monkeypatch, n, m, explicit):
+    """Both per-call forms of the fast softmax path (explicit scores, fused SDPA), forced by the
+    threshold, against the dense reference in float64: values and gradients."""
+    calls = []
+    real = NF.F.scaled_dot_product_attention
+
+    def spy(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(NF.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(NF, "SOFTMAX_EXPLICIT_MAX_SCORES", 3 * n * m if explicit else 3 * n * m - 1)
+    theta, phi, g = (rand(3, k, 8).requires_grad_() for k in (n, m, m))
     dense = NF.embedded_gaussian_dense(theta, phi, g)
     manual = torch.stack([torch.softmax(theta[b] @ phi[b].T, 1) @ g[b] for b in range(3)])
     torch.testing.assert_close(dense, manual, rtol=0, atol=1e-12)
-    torch.testing.assert_close(NF.embedded_gaussian_fast(theta, phi, g), dense, rtol=0, atol=1e-10)
+    assert NF.softmax_is_explicit(theta, phi) == explicit
+    for fast in (NF.embedded_gaussian_fast(theta, phi, g),
+                 NF.affinity_operator(theta, phi, "embedded_gaussian", "softmax")(g)):
+        torch.testing.assert_close(fast, dense, rtol=0, atol=1e-10)
+        w = rand(*dense.shape)
+        gd = torch.autograd.grad((dense * w).sum(), (theta, phi, g), retain_graph=True)
+        gf = torch.autograd.grad((fast * w).sum(), (theta, phi, g))
+        for a, b in zip(gf, gd):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert len(calls) == (0 if explicit else 2)
+
+
+def test_softmax_form_choice_at_the_i3d_sizes():
+    """Default threshold: explicit scores for res4 (N = 784, 1568) at batch 2, a fused kernel
+    from res3 (N = 6272) on and for res4 at batch 4; the same rule on every device."""
+    def nodes(b, n, c, device="cpu"):  # shape only, no memory
+        return torch.empty(1, 1, 1, device=device).expand(b, n, c)
+    for device in ("cpu", "meta"):
+        assert NF.softmax_is_explicit(nodes(2, 784, 512, device), nodes(2, 784, 512, device))
+        assert NF.softmax_is_explicit(nodes(2, 1568, 512, device), nodes(2, 1568, 512, device))
+        assert not NF.softmax_is_explicit(nodes(4, 1568, 512, device), nodes(4, 1568, 512, device))
+        assert not NF.softmax_is_explicit(nodes(2, 6272, 256, device), nodes(2, 6272, 256, device))
+        assert not NF.softmax_is_explicit(nodes(2, 25088, 128, device), nodes(2, 25088, 128, device))
 
 
 @pytest.mark.parametrize("bipartite,m", [(False, 50), (True, 13)])
@@ -120,3 +153,28 @@ def test_insertion_rejects_out_of_range_indices():
     model = build_model(load_config(None, ["RESNET.DEPTH", "18", "RESNET.BASE_WIDTH", "4"]))
     with pytest.raises(ValueError, match="res3 with 2 blocks"):
         insert_nonlocal(model.stages, [[], [2]], lambda c: SNL(c), model.stage_names)
+
+
+def test_auto_cost_model_at_the_i3d_sizes_per_device(monkeypatch):
+    """`implementation: auto` for dot-product kernels (SNL): dense at res4 4×14×14 everywhere; the
+    factored form at res4 8×14×14 (r ≈ 1.5) on the CPU only (the GPU needs r > 2.5, measured by
+    benchmarks/nonlocal_blocks.py --tables crossover); factored at res3 / res2 everywhere."""
+    cases = {(784, 512): (False, False), (1568, 512): (True, False), (6272, 256): (True, True),
+             (25088, 128): (True, True)}
+    for (n, cs), (cpu, cuda) in cases.items():
+        assert NF.snl_fast_is_cheaper(n, n, cs, "cpu") == cpu
+        assert NF.snl_fast_is_cheaper(n, n, cs, "cuda") == cuda
+        assert NF.fast_is_cheaper("relu_dot", n, n, cs, cs) == cpu  # default: CPU
+    # softmax / concatenation forms do not depend on the FLOP model
+    assert NF.fast_is_cheaper("embedded_gaussian", 10, 10, 512, 512, "cuda")
+    # blocks pass their input's device type (a spy on the model's arguments)
+    seen = []
+    real = NF.fast_is_cheaper
+
+    def spy(*a):
+        seen.append(a)
+        return real(*a)
+    monkeypatch.setattr(NF, "fast_is_cheaper", spy)
+    from vidnl.nonlocal_blocks import SNL
+    SNL(8, 4, implementation="auto")(torch.randn(1, 8, 2, 3, 3))
+    assert seen and seen[0][-1] == "cpu" and seen[0][1:5] == (18, 18, 4, 4)

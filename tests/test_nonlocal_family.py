@@ -224,8 +224,12 @@ def _sdpa_flops(inputs, outputs):
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+@pytest.mark.parametrize("explicit_max", [NF.SOFTMAX_EXPLICIT_MAX_SCORES, -1], ids=["default", "fused"])
 @pytest.mark.parametrize("block,table_gflops", [(lambda: NL(1024, 512), 0.41), (lambda: SNL(1024, 512), 0.51)])
-def test_flops_of_table_6(block, table_gflops):
+def test_flops_of_table_6(monkeypatch, block, table_gflops, explicit_max):
+    """NL's softmax aggregation counts the same in both CPU forms (explicit matmuls at this size
+    by default, the fused kernel when forced)."""
+    monkeypatch.setattr(NF, "SOFTMAX_EXPLICIT_MAX_SCORES", explicit_max)
     x = torch.randn(1, 1024, 14, 14)
     flops = FlopCountAnalysis(block().eval(), x).set_op_handle("aten::scaled_dot_product_attention", _sdpa_flops)
     flops.unsupported_ops_warnings(False)
@@ -298,16 +302,25 @@ def test_config_rejects_options_the_type_does_not_take():
 
 
 @pytest.mark.parametrize("mode", ["spacetime", "space", "time"])
-def test_fused_attention_gets_contiguous_inputs(monkeypatch, mode):
-    """Non-contiguous q/k/v make PyTorch fall back to the math kernel, which stores N×M (11 GB for
-    an NL block at 8×56×56, batch 2, measured by benchmarks/nonlocal_blocks.py before this fix)."""
-    seen = []
+def test_fused_attention_never_falls_back_to_the_math_kernel(monkeypatch, mode):
+    """Non-contiguous or 3-D q/k/v make PyTorch fall back to the math kernel, which stores N×M
+    (11 GB for an NL block at 8×56×56, batch 2, measured by benchmarks/nonlocal_blocks.py before
+    this was fixed). With only the fused kernels allowed, the math one raises instead of running."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setattr(NF, "SOFTMAX_EXPLICIT_MAX_SCORES", -1)  # these small graphs would take the explicit form
+    calls = []
     real = NF.F.scaled_dot_product_attention
 
-    def checking(q, k, v, **kw):
-        seen.append(all(t.is_contiguous() for t in (q, k, v)))
-        return real(q, k, v, **kw)
-    monkeypatch.setattr(NF.F, "scaled_dot_product_attention", checking)
+    def counting(*a, **kw):
+        calls.append(a[0].shape)
+        return real(*a, **kw)
+    monkeypatch.setattr(NF.F, "scaled_dot_product_attention", counting)
     for block in (NL(8, 4, mode=mode, implementation="fast"), NS(8, 4, mode=mode, num_stages=2, implementation="fast")):
-        block(torch.randn(2, 8, 3, 4, 5))
-    assert seen and all(seen)
+        x = torch.randn(2, 8, 3, 4, 5, requires_grad=True)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            block(x).sum().backward()
+        assert x.grad is not None
+    assert len(calls) == 3 and all(len(s) == 4 and s[1] == 1 for s in calls)  # NL once, NS per stage; G×1×N×C
+    with pytest.raises(RuntimeError), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # the check itself can fail
+        real(*(torch.randn(2, 1, 10, 8).transpose(-1, -2),) * 3)

@@ -126,12 +126,12 @@ class NonLocalBase(nn.Module):
     def pooled(self, t: torch.Tensor) -> torch.Tensor:
         return self.pool(t) if self.pool is not None else t
 
-    def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int) -> bool:
+    def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int, device_type: str = "cpu") -> bool:
         if self.implementation == "dense":
             return False
         if self.implementation == "fast":
             return True
-        return NF.has_fast_form(kernel, norm) and NF.fast_is_cheaper(kernel, n, m, cs, cv)
+        return NF.has_fast_form(kernel, norm) and NF.fast_is_cheaper(kernel, n, m, cs, cv, device_type)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -182,7 +182,8 @@ class PairwiseBlock(NonLocalBase):
     def operator(self, theta: torch.Tensor, phi: torch.Tensor, cv: int) -> NF.Operator:
         """v ↦ A v on this block's graph (fast or dense per ``implementation``)."""
         concat = self._concat_weights()
-        fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv)
+        fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv,
+                             theta.device.type)
         return NF.affinity_operator(theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,17 @@ EXP_KERNELS = ("embedded_gaussian", "gaussian")
 FACTORABLE_KERNELS = ("dot", "relu_dot")
 NONNEGATIVE_KERNELS = ("embedded_gaussian", "gaussian", "relu_dot", "concatenation")
 CONCAT_CHUNK_ROWS = 1024
+# softmax(q kᵀ) v with at most this many scores (batch · heads · N · M) uses the explicit N×M
+# matrix, larger ones a fused kernel (see ``softmax_is_explicit``).
+SOFTMAX_EXPLICIT_MAX_SCORES = 6 * 2 ** 20
+# ``implementation='auto'`` takes a factored (O(N)) form when it needs this many times fewer
+# multiply-adds than the dense one (see ``fast_is_cheaper``), per device type. Measured with
+# ``benchmarks/nonlocal_blocks.py --tables crossover`` (SNL, forward+backward, batch 2), speed of
+# the factored form over dense at r = dense / factored multiply-adds:
+#   2-core x86 CPU: 1.1× at r = 1 (Cs = 256 and 512), 1.6× / 1.3× at r = 1.5, 2.4× / 2.9× at r = 2;
+#   H200, float32:  0.7× at r = 1 … 2 (Cs = 256; 0.9× at r = 2 for Cs = 512), 1.5× / 1.8× at r = 3,
+#                   2.0× / 2.3× at r = 4 (its many small kernels cost ~2 ms however small N is).
+FACTORED_MIN_FLOP_RATIO = {"cpu": 1.0, "cuda": 2.5}
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -188,6 +199,9 @@ def affinity_operator(theta, phi, kernel: str = "relu_dot", norm: str = "symmetr
     if kernel in EXP_KERNELS:
         if norm != "softmax":
             raise ValueError(f"kernel {kernel!r} with normalisation {norm!r} has no fast form (use dense)")
+        if softmax_is_explicit(theta, phi):  # small N×M: build it once, reuse it per application
+            a = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
+            return lambda v: a @ v
         return lambda v: _sdpa(theta, phi, v)
     if kernel == "concatenation":
         return _concat_operator(theta, phi, norm, bipartite, concat_weight)
@@ -195,17 +209,20 @@ def affinity_operator(theta, phi, kernel: str = "relu_dot", norm: str = "symmetr
     return _factored_operator(t, p, norm, bipartite)
 
 
-def fast_is_cheaper(kernel: str, num_nodes: int, num_keys: int, inner_channels: int, value_channels: int) -> bool:
+def fast_is_cheaper(kernel: str, num_nodes: int, num_keys: int, inner_channels: int, value_channels: int,
+                    device_type: str = "cpu") -> bool:
     """Cost model of ``implementation='auto'``. Dense costs ~N·M·(Cs+Cv) multiply-adds, the
-    factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio is about N/Cs
+    factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio is about N/(2·Cs)
     (DESIGN.md: dense wins at 4×14×14 with Cs=512, the factored form 15× at 8×28×28 with
-    Cs=256). Softmax (SDPA) and concatenation (chunked) forms cost the same as dense in FLOPs
-    but far less memory, so they are always chosen."""
+    Cs=256). The factored form is taken when it needs ``FACTORED_MIN_FLOP_RATIO[device]`` times
+    fewer multiply-adds: on a GPU its thin matmuls and extra kernels run further below peak than
+    dense's big square ones. Softmax (fused or explicit) and concatenation (chunked) forms cost
+    the same as dense in FLOPs but far less memory, so they are always chosen."""
     if kernel not in FACTORABLE_KERNELS:
         return True
     dense = num_nodes * num_keys * (inner_channels + value_channels)
     fast = 2 * (num_nodes + num_keys) * inner_channels * value_channels
-    return fast < dense
+    return dense > fast * FACTORED_MIN_FLOP_RATIO.get(device_type, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,15 +238,35 @@ def embedded_gaussian_dense(theta, phi, g):
 
 
 def embedded_gaussian_fast(theta, phi, g):
+    """softmax(θ φᵀ) g, exact, in the cheaper of two forms per call (``softmax_is_explicit``)."""
+    if softmax_is_explicit(theta, phi):
+        return torch.softmax(theta @ phi.transpose(-1, -2), dim=-1) @ g
     return _sdpa(theta, phi, g)
 
 
+def softmax_is_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether softmax(q kᵀ) v is computed with the explicit score matrix rather than a fused
+    kernel: when the scores over all leading dimensions (batch · heads · N · M) number at most
+    ``SOFTMAX_EXPLICIT_MAX_SCORES`` (6 Mi: 24 MB per float32 copy). Both forms are exact.
+
+    Why: on small graphs the fused kernels are slower than two matmuls and a softmax, and their
+    memory saving is small in absolute terms. Fused / explicit time, forward+backward, batch 2,
+    logits of unit scale (benchmarks/nonlocal_blocks.py and a sweep, torch 2.14.1 CPU / 2.11 GPU):
+    2-core x86 CPU: 1.18 at 0.3 Mi scores (N=392, C=512), 1.10 at 1.2 Mi, 1.11 at 4.7 Mi (N=1568,
+    the res4 8×14×14 NL), 0.96 at 8 Mi (N=2048, C=256), 0.87 at 32 Mi; H200: about 2 at 4.7 Mi in
+    float32 and bfloat16 (1 ms vs 2-3 ms; C=512 takes the memory-efficient kernel, flash allows
+    C ≤ 256), 1.3 at 75 Mi (res3) in float32 and 1.0 in bfloat16, where the explicit form
+    already needs 16× the memory."""
+    return q.shape[:-1].numel() * k.shape[-2] <= SOFTMAX_EXPLICIT_MAX_SCORES
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q kᵀ) v through the fused kernel. The fused (flash) kernels need the channel
-    dimension contiguous; node views of B×C×T×H×W maps are not, and PyTorch would silently fall
-    back to the math kernel, which stores the N×M matrix (measured: 11 GB at 8×56×56, batch 2).
-    The copies cost O(N·Cs)."""
-    return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=1.0)
+    """softmax(q kᵀ) v (G×N×C, G×M×C, G×M×Cv -> G×N×Cv) through a fused kernel. The fused kernels
+    need the channel dimension contiguous (node views of B×C×T×H×W maps are not) and, on CUDA,
+    4-D inputs (G×heads×N×C); otherwise PyTorch silently falls back to the math kernel, which
+    stores the N×M matrix (measured: 11 GB at 8×56×56, batch 2). The copies cost O(N·Cs)."""
+    q, k, v = (t.contiguous().unsqueeze(-3) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0).squeeze(-3)
 
 
 def snl_affinity(theta, phi, bipartite: bool = False):
@@ -246,8 +283,8 @@ def snl_fast(theta, phi, g, bipartite: bool = False):
     return affinity_operator(theta, phi, "relu_dot", "symmetric", bipartite, fast=True)(g)
 
 
-def snl_fast_is_cheaper(num_nodes: int, num_keys: int, inner_channels: int) -> bool:
-    return fast_is_cheaper("relu_dot", num_nodes, num_keys, inner_channels, inner_channels)
+def snl_fast_is_cheaper(num_nodes: int, num_keys: int, inner_channels: int, device_type: str = "cpu") -> bool:
+    return fast_is_cheaper("relu_dot", num_nodes, num_keys, inner_channels, inner_channels, device_type)
 
 
 def chebyshev_terms(apply_a: Operator, z: torch.Tensor, z_keys: torch.Tensor, order: int) -> list[torch.Tensor]:
