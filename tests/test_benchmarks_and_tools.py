@@ -27,7 +27,7 @@ def test_nonlocal_benchmark_smoke(tmp_path):
     assert {r["table"] for r in rows} == {"snl", "softmax", "blocks"}
     snl = next(r for r in rows if r["table"] == "snl" and r["mode"] == "fwd+bwd")
     assert set(snl["results"]) == {"linear", "auto", "dense"} and snl["speedup_linear_vs_dense"] > 0
-    assert snl["auto_vs_best"] > 0
+    assert snl["auto_vs_best"] > 0 and snl["auto_choice_vs_best"] >= 1.0
     assert all("peak_mb" in v and v["runs"] >= 2 for r in rows for v in r["results"].values())
     softmax = next(r for r in rows if r["table"] == "softmax")
     assert softmax["results"]["vidnl"]["form"] == "explicit"  # tiny graph on the CPU
@@ -35,6 +35,13 @@ def test_nonlocal_benchmark_smoke(tmp_path):
     assert nonlocal_blocks.main(args + ["--tables", "blocks", "--types", "cc", "--merge"]) == 0
     merged = json.load(open(out))["rows"]
     assert len(merged) == len(rows) and [r["table"] for r in merged] == [r["table"] for r in rows]
+    # the crossover table, merged after the SNL table; sizes are "n<N>c<Cs>" with N = 2·r·Cs
+    assert nonlocal_blocks.main(args + ["--tables", "crossover", "--crossover-channels", "4",
+                                        "--crossover-ratios", "1", "3", "--merge"]) == 0
+    merged = json.load(open(out))["rows"]
+    cross = [r for r in merged if r["table"] == "crossover"]
+    assert [r["size"] for r in cross] == ["n8c4", "n24c4"] and all(r["speedup_linear_vs_dense"] > 0 for r in cross)
+    assert [r["table"] for r in merged].index("crossover") == 2  # after the two SNL rows
 
 
 def test_data_loading_benchmark_smoke(tmp_path):

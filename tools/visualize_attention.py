@@ -9,8 +9,9 @@ seed 004 Fig. 3).
 
 A query ``t:y,x`` is frame t of the clip (0-based) and a point given as fractions of the frame
 height and width. One row of the affinity is computed directly (O(N), never the N×N matrix),
-so it works for the fast forms and for large graphs. Works for nl, ns, snl, gsnl, a2 and cc
-blocks (cgnl's graph has channel-position nodes and no spatial map).
+so it works for the fast forms and for large graphs. Works for every block type: nl, ns, snl,
+gsnl, a2, cc, and cgnl, whose nodes are (position, channel) pairs: its map is the affinity summed
+over the channel pairs of each position pair (``CGNL.affinity_row``).
 """
 
 from __future__ import annotations
@@ -108,12 +109,15 @@ def render(clip: torch.Tensor, maps: list[dict], mean, std, path: str, title: st
     fig, axes = plt.subplots(len(maps), t, figsize=(1.6 * t, 1.7 * len(maps)), squeeze=False)
     for r, m in enumerate(maps):
         up = F.interpolate(torch.from_numpy(m["map"])[None, None], size=(t, h, w), mode="nearest")[0, 0].numpy()
-        vmax = max(float(up.max()), 1e-12)
+        vmax = max(float(np.abs(up).max()), 1e-12)
+        # affinities of exponential / relu kernels are >= 0; dot-product ones (NL dot, CGNL dot)
+        # can be negative: those get a diverging map centred at 0
+        cmap, vmin = ("jet", 0.0) if up.min() >= 0 else ("coolwarm", -vmax)
         qt, qy, qx = m["query"]
         for c in range(t):
             ax = axes[r][c]
             ax.imshow(frames[c])
-            ax.imshow(up[c], cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
+            ax.imshow(up[c], cmap=cmap, alpha=0.5, vmin=vmin, vmax=vmax)
             if c == qt:
                 ax.plot([qx * w], [qy * h], marker="*", color="white", markersize=10, markeredgecolor="black")
             ax.set_xticks([])
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
         cfg = load_config(a.cfg_file, a.overrides)
         from vidnl.engine.checkpoint import load_weights
         from vidnl.models import build_model
-        from vidnl.nonlocal_blocks import CGNL, NonLocalBase
+        from vidnl.nonlocal_blocks import NonLocalBase
 
         model = build_model(cfg).eval()
         if a.checkpoint:
@@ -153,9 +157,6 @@ def main(argv=None) -> int:
         if not blocks:
             raise VidnlUserError("the model has no nonlocal block (set NONLOCAL.LOCATION)")
         modules = dict(model.named_modules())
-        blocks = [b for b in blocks if not isinstance(modules[b], CGNL)]
-        if not blocks:
-            raise VidnlUserError("CGNL blocks have channel-position graphs and no spatial attention map")
         clip = load_clip(cfg, a.video)
         for q in a.queries:
             if not 0 <= q[0] < clip.shape[2]:

@@ -374,6 +374,22 @@ class CGNL(NonLocalBase):
         y = y.reshape(n_graphs, self.groups, n_nodes, cg).permute(0, 2, 1, 3).reshape(n_graphs, n_nodes, -1)
         return self.out_proj[0](from_nodes(y, self.mode, theta.shape))
 
+    def affinity_row(self, x: torch.Tensor, query: int) -> torch.Tensor:
+        """CGNL's nodes are (position, channel) pairs, so its map of query position i over the key
+        positions j is the sum of block (i, j) of each group's affinity: Σ_groups Σ_{c,c'}
+        f(θ_ic, φ_jc'), G×M. With the Taylor features, f(a, b) = feat(a)·feat(b), this is
+        (Σ_c feat(θ_ic))·(Σ_c' feat(φ_jc')) per group: O(M·Cs·P), no (N·Cs)² matrix."""
+        x = _as_5d(x)
+        cg = self.dim_inner // self.groups
+
+        def summed(t):  # B×Cs×T×H×W -> G×N×groups×(P+1): Taylor features summed over each group's channels
+            n = to_nodes(t, self.mode)
+            feats = NF.cgnl_features(n, self.kernel, self.order, self.gamma)
+            return feats.reshape(n.shape[0], n.shape[1], self.groups, cg, -1).sum(3)
+
+        tq = summed(self.theta(x))[:, query]
+        return torch.einsum("gkp,gmkp->gm", tq, summed(self.pooled(self.phi(x))))
+
 
 class CC(NonLocalBase):
     """Criss-cross attention (Huang et al. 2019; seed 000 Table 1): each position attends to its
@@ -411,7 +427,12 @@ class CC(NonLocalBase):
         theta = to_nodes(self.theta(x), "spacetime")[:, query:query + 1]
         phi = to_nodes(self.phi(x), "spacetime")
         logits = (theta @ phi.transpose(-1, -2))[:, 0]
-        mask = NF.criss_cross_mask(t, h, w, x.device)[query]
+        qt, rest = divmod(query, h * w)
+        qy, qx = divmod(rest, w)
+        tt, hh, ww = (c.flatten() for c in torch.meshgrid(
+            torch.arange(t, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device),
+            indexing="ij"))
+        mask = ((tt == qt).int() + (hh == qy).int() + (ww == qx).int()) >= 2  # row ``query`` of the N×N mask
         return torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
 
 
