@@ -9,7 +9,7 @@ Three tables, at the I3D-R50 sizes (batch 2 by default): res2 8×56×56 (C=256�
    forward+backward.
    ``crossover`` (not in the default set): the same forward+backward on one graph of N nodes
    at Cs = 256 and 512, where dense needs r = 1 … 12 times the linear form's multiply-adds,
-   to place ``implementation: auto``'s threshold (``FACTORED_MIN_FLOP_RATIO``) per device.
+   to place ``implementation: auto``'s thresholds (``FACTORED_MIN_DENSE_MADDS``) per device.
 2. ``softmax``: the embedded-Gaussian NL aggregation, naive (explicit N×N matmul + softmax, as
    PySlowFast computes it) vs vidnl's form (``embedded_gaussian_fast``: per call, the explicit
    scores when they are few, on the CPU, else ``scaled_dot_product_attention``; the form taken
@@ -59,7 +59,7 @@ SIZES = {  # name: (C, Cs, T, H, W)
 }
 BLOCK_TYPES = ["nl", "snl", "gsnl", "ns", "a2", "cgnl", "cc"]
 # The "crossover" table: SNL linear vs dense where dense needs r times the linear form's
-# multiply-adds (r ≈ N / (2·Cs)), to place FACTORED_MIN_FLOP_RATIO of `implementation: auto`.
+# multiply-adds (r ≈ N / (2·Cs)), to place the thresholds of `implementation: auto`.
 CROSSOVER_RATIOS = [1, 1.5, 2, 3, 4, 6, 8, 12]
 CROSSOVER_CHANNELS = [256, 512]
 
@@ -105,7 +105,7 @@ def _measure(job: dict) -> dict:
         impl = job["impl"]
         if job["table"] in ("snl", "crossover"):
             if impl == "auto":
-                impl = "linear" if NF.snl_fast_is_cheaper(n, n, cs, dev.type) else "dense"
+                impl = "linear" if NF.snl_fast_is_cheaper(n, n, cs, dev.type, b) else "dense"
             fn = NF.snl_fast if impl == "linear" else NF.snl_dense
             extra["form"] = impl
         else:

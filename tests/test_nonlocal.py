@@ -156,15 +156,20 @@ def test_insertion_rejects_out_of_range_indices():
 
 
 def test_auto_cost_model_at_the_i3d_sizes_per_device(monkeypatch):
-    """`implementation: auto` for dot-product kernels (SNL): dense at res4 4×14×14 everywhere; the
-    factored form at res4 8×14×14 (r ≈ 1.5) on the CPU only (the GPU needs r > 2.5, measured by
+    """`implementation: auto` for dot-product kernels (SNL), batch 2: dense at res4 4×14×14
+    everywhere; the factored form at res4 8×14×14 (r ≈ 1.5) on the CPU only (on a GPU dense needs
+    too few multiply-adds there to pay for the factored form's kernels, measured by
     benchmarks/nonlocal_blocks.py --tables crossover); factored at res3 / res2 everywhere."""
     cases = {(784, 512): (False, False), (1568, 512): (True, False), (6272, 256): (True, True),
-             (25088, 128): (True, True)}
+             (25088, 128): (True, True), (2048, 256): (True, False), (3072, 256): (True, True)}
     for (n, cs), (cpu, cuda) in cases.items():
-        assert NF.snl_fast_is_cheaper(n, n, cs, "cpu") == cpu
-        assert NF.snl_fast_is_cheaper(n, n, cs, "cuda") == cuda
-        assert NF.fast_is_cheaper("relu_dot", n, n, cs, cs) == cpu  # default: CPU
+        assert NF.snl_fast_is_cheaper(n, n, cs, "cpu", 2) == cpu
+        assert NF.snl_fast_is_cheaper(n, n, cs, "cuda", 2) == cuda, (n, cs)
+        assert NF.fast_is_cheaper("relu_dot", n, n, cs, cs, num_graphs=2) == cpu  # default: CPU
+    # the GPU threshold is on the whole call: a big batch of res4 8×14×14 clips goes factored
+    assert NF.snl_fast_is_cheaper(1568, 1568, 512, "cuda", 8) and not NF.snl_fast_is_cheaper(1568, 1568, 512, "cuda", 2)
+    # r < 1 stays dense on any batch
+    assert not NF.snl_fast_is_cheaper(784, 784, 512, "cuda", 1000)
     # softmax / concatenation forms do not depend on the FLOP model
     assert NF.fast_is_cheaper("embedded_gaussian", 10, 10, 512, 512, "cuda")
     # blocks pass their input's device type (a spy on the model's arguments)
@@ -177,4 +182,4 @@ def test_auto_cost_model_at_the_i3d_sizes_per_device(monkeypatch):
     monkeypatch.setattr(NF, "fast_is_cheaper", spy)
     from vidnl.nonlocal_blocks import SNL
     SNL(8, 4, implementation="auto")(torch.randn(1, 8, 2, 3, 3))
-    assert seen and seen[0][-1] == "cpu" and seen[0][1:5] == (18, 18, 4, 4)
+    assert seen and seen[0][-2:] == ("cpu", 1) and seen[0][1:5] == (18, 18, 4, 4)

@@ -126,12 +126,13 @@ class NonLocalBase(nn.Module):
     def pooled(self, t: torch.Tensor) -> torch.Tensor:
         return self.pool(t) if self.pool is not None else t
 
-    def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int, device_type: str = "cpu") -> bool:
+    def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int, device_type: str = "cpu",
+                 num_graphs: int = 1) -> bool:
         if self.implementation == "dense":
             return False
         if self.implementation == "fast":
             return True
-        return NF.has_fast_form(kernel, norm) and NF.fast_is_cheaper(kernel, n, m, cs, cv, device_type)
+        return NF.has_fast_form(kernel, norm) and NF.fast_is_cheaper(kernel, n, m, cs, cv, device_type, num_graphs)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -183,7 +184,7 @@ class PairwiseBlock(NonLocalBase):
         """v ↦ A v on this block's graph (fast or dense per ``implementation``)."""
         concat = self._concat_weights()
         fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv,
-                             theta.device.type)
+                             theta.device.type, theta.shape[:-2].numel())
         return NF.affinity_operator(theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:

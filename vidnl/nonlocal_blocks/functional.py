@@ -37,14 +37,17 @@ CONCAT_CHUNK_ROWS = 1024
 # softmax(q kᵀ) v with at most this many scores (batch · heads · N · M) uses the explicit N×M
 # matrix, larger ones a fused kernel (see ``softmax_is_explicit``).
 SOFTMAX_EXPLICIT_MAX_SCORES = 6 * 2 ** 20
-# ``implementation='auto'`` takes a factored (O(N)) form when it needs this many times fewer
-# multiply-adds than the dense one (see ``fast_is_cheaper``), per device type. Measured with
-# ``benchmarks/nonlocal_blocks.py --tables crossover`` (SNL, forward+backward, batch 2), speed of
-# the factored form over dense at r = dense / factored multiply-adds:
+# ``implementation='auto'`` takes a factored (O(N)) form when dense needs more multiply-adds and,
+# on a GPU, at least FACTORED_MIN_DENSE_MADDS of them over the whole call (see
+# ``fast_is_cheaper``). Measured with ``benchmarks/nonlocal_blocks.py --tables crossover`` (SNL,
+# forward+backward, batch 2), speed of the factored form over dense at r = dense / factored
+# multiply-adds:
 #   2-core x86 CPU: 1.1× at r = 1 (Cs = 256 and 512), 1.6× / 1.3× at r = 1.5, 2.4× / 2.9× at r = 2;
-#   H200, float32:  0.7× at r = 1 … 2 (Cs = 256; 0.9× at r = 2 for Cs = 512), 1.5× / 1.8× at r = 3,
-#                   2.0× / 2.3× at r = 4 (its many small kernels cost ~2 ms however small N is).
-FACTORED_MIN_FLOP_RATIO = {"cpu": 1.0, "cuda": 2.5}
+#   H200, float32: the factored form takes ~2 ms (launch-bound) whatever N below ~6000, so dense
+#     wins while it is cheaper than that: 0.7× at 4.3 G dense multiply-adds (N = 2048, Cs = 256,
+#     r = 4), 0.9× at 8.6 G (N = 2048, Cs = 512, r = 2), 1.5× at 9.7 G (N = 3072, Cs = 256),
+#     1.8× at 19 G (N = 3072, Cs = 512), 4.4× at 40 G (the res3 8×28×28 NL).
+FACTORED_MIN_DENSE_MADDS = {"cpu": 0.0, "cuda": 9e9}
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -210,19 +213,20 @@ def affinity_operator(theta, phi, kernel: str = "relu_dot", norm: str = "symmetr
 
 
 def fast_is_cheaper(kernel: str, num_nodes: int, num_keys: int, inner_channels: int, value_channels: int,
-                    device_type: str = "cpu") -> bool:
-    """Cost model of ``implementation='auto'``. Dense costs ~N·M·(Cs+Cv) multiply-adds, the
-    factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio is about N/(2·Cs)
+                    device_type: str = "cpu", num_graphs: int = 1) -> bool:
+    """Cost model of ``implementation='auto'``. Dense costs ~N·M·(Cs+Cv) multiply-adds per graph,
+    the factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio r is about N/(2·Cs)
     (DESIGN.md: dense wins at 4×14×14 with Cs=512, the factored form 15× at 8×28×28 with
-    Cs=256). The factored form is taken when it needs ``FACTORED_MIN_FLOP_RATIO[device]`` times
-    fewer multiply-adds: on a GPU its thin matmuls and extra kernels run further below peak than
-    dense's big square ones. Softmax (fused or explicit) and concatenation (chunked) forms cost
-    the same as dense in FLOPs but far less memory, so they are always chosen."""
+    Cs=256). The factored form is taken when r > 1 and, on a GPU, the dense form needs at least
+    ``FACTORED_MIN_DENSE_MADDS`` over all ``num_graphs`` graphs: below that the factored form's
+    many small kernels cost more than dense's few big matmuls. Softmax (fused or explicit) and
+    concatenation (chunked) forms cost the same as dense in FLOPs but far less memory, so they
+    are always chosen."""
     if kernel not in FACTORABLE_KERNELS:
         return True
     dense = num_nodes * num_keys * (inner_channels + value_channels)
     fast = 2 * (num_nodes + num_keys) * inner_channels * value_channels
-    return dense > fast * FACTORED_MIN_FLOP_RATIO.get(device_type, 1.0)
+    return dense > fast and num_graphs * dense >= FACTORED_MIN_DENSE_MADDS.get(device_type, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,8 +287,9 @@ def snl_fast(theta, phi, g, bipartite: bool = False):
     return affinity_operator(theta, phi, "relu_dot", "symmetric", bipartite, fast=True)(g)
 
 
-def snl_fast_is_cheaper(num_nodes: int, num_keys: int, inner_channels: int, device_type: str = "cpu") -> bool:
-    return fast_is_cheaper("relu_dot", num_nodes, num_keys, inner_channels, inner_channels, device_type)
+def snl_fast_is_cheaper(num_nodes: int, num_keys: int, inner_channels: int, device_type: str = "cpu",
+                        num_graphs: int = 1) -> bool:
+    return fast_is_cheaper("relu_dot", num_nodes, num_keys, inner_channels, inner_channels, device_type, num_graphs)
 
 
 def chebyshev_terms(apply_a: Operator, z: torch.Tensor, z_keys: torch.Tensor, order: int) -> list[torch.Tensor]:
