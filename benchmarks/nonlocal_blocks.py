@@ -12,7 +12,7 @@ Three tables, at the I3D-R50 sizes (batch 2 by default): res2 8×56×56 (C=256�
    to place ``implementation: auto``'s thresholds (``FACTORED_MIN_DENSE_MADDS``) per device.
 2. ``softmax``: the embedded-Gaussian NL aggregation, naive (explicit N×N matmul + softmax, as
    PySlowFast computes it) vs vidnl's form (``embedded_gaussian_fast``: per call, the explicit
-   scores when they are few, on the CPU, else ``scaled_dot_product_attention``; the form taken
+   scores when they are few (batch·N·M ≤ 6 Mi), else ``scaled_dot_product_attention``; the form taken
    is printed); forward+backward.
 3. ``blocks``: every block type (whole module incl. projections), fast vs dense, forward.
 
@@ -27,7 +27,7 @@ linear and dense (flagged when above 1.10), and ``auto``'s own measured time lik
 N×N matrices would exceed ``--mem-cap-gb`` is not run and is marked so (with the batch-1 figure
 when that fits, reported per clip). Ratios are printed; absolute times vary between machines.
 
-    python benchmarks/nonlocal_blocks.py                 # everything (about 15 minutes on 2 cores)
+    python benchmarks/nonlocal_blocks.py                 # everything (about 5 minutes on 2 cores)
     python benchmarks/nonlocal_blocks.py --tables snl softmax --sizes res3 res4
     python benchmarks/nonlocal_blocks.py --tables crossover --batch 2
     python benchmarks/nonlocal_blocks.py --tables blocks --types nl ns --merge   # update those rows
