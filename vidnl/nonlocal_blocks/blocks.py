@@ -428,12 +428,7 @@ class CC(NonLocalBase):
         theta = to_nodes(self.theta(x), "spacetime")[:, query:query + 1]
         phi = to_nodes(self.phi(x), "spacetime")
         logits = (theta @ phi.transpose(-1, -2))[:, 0]
-        qt, rest = divmod(query, h * w)
-        qy, qx = divmod(rest, w)
-        tt, hh, ww = (c.flatten() for c in torch.meshgrid(
-            torch.arange(t, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device),
-            indexing="ij"))
-        mask = ((tt == qt).int() + (hh == qy).int() + (ww == qx).int()) >= 2  # row ``query`` of the N×N mask
+        mask = NF.criss_cross_mask(t, h, w, x.device, query)
         return torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
 
 

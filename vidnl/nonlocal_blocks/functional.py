@@ -196,15 +196,13 @@ def affinity_operator(theta, phi, kernel: str = "relu_dot", norm: str = "symmetr
     """v ↦ A v for the affinity of (theta, phi). ``fast=False`` builds A once (dense reference);
     ``fast=True`` never builds it. The operator can be applied many times (NS stages, gSNL)."""
     check_kernel_norm(kernel, norm)
-    if not fast:
+    if kernel in EXP_KERNELS and norm != "softmax" and fast:
+        raise ValueError(f"kernel {kernel!r} with normalisation {norm!r} has no fast form (use dense)")
+    # a small softmax N×M (``softmax_is_explicit``) is built once like the dense reference: faster
+    if not fast or (kernel in EXP_KERNELS and softmax_is_explicit(theta, phi)):
         a = affinity_dense(theta, phi, kernel, norm, bipartite, concat_weight)
         return lambda v: a @ v
     if kernel in EXP_KERNELS:
-        if norm != "softmax":
-            raise ValueError(f"kernel {kernel!r} with normalisation {norm!r} has no fast form (use dense)")
-        if softmax_is_explicit(theta, phi):  # small N×M: build it once, reuse it per application
-            a = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
-            return lambda v: a @ v
         return lambda v: _sdpa(theta, phi, v)
     if kernel == "concatenation":
         return _concat_operator(theta, phi, norm, bipartite, concat_weight)
@@ -243,9 +241,7 @@ def embedded_gaussian_dense(theta, phi, g):
 
 def embedded_gaussian_fast(theta, phi, g):
     """softmax(θ φᵀ) g, exact, in the cheaper of two forms per call (``softmax_is_explicit``)."""
-    if softmax_is_explicit(theta, phi):
-        return torch.softmax(theta @ phi.transpose(-1, -2), dim=-1) @ g
-    return _sdpa(theta, phi, g)
+    return affinity_operator(theta, phi, "embedded_gaussian", "softmax")(g)
 
 
 def softmax_is_explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -365,13 +361,13 @@ def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0):
 # ----------------------------------------------------------------------------------------------
 # CC (criss-cross): each position attends to its row, its column and (3D) its time line
 # ----------------------------------------------------------------------------------------------
-def criss_cross_mask(t: int, h: int, w: int, device=None) -> torch.Tensor:
-    """N×N bool, True where positions share at least two of (t, h, w) (self included once)."""
-    tt, hh, ww = torch.meshgrid(torch.arange(t, device=device), torch.arange(h, device=device),
-                                torch.arange(w, device=device), indexing="ij")
-    tt, hh, ww = tt.flatten(), hh.flatten(), ww.flatten()
-    same = ((tt[:, None] == tt[None]).int() + (hh[:, None] == hh[None]).int() + (ww[:, None] == ww[None]).int())
-    return same >= 2
+def criss_cross_mask(t: int, h: int, w: int, device=None, query: int | None = None) -> torch.Tensor:
+    """N×N bool, True where positions share at least two of (t, h, w) (self included once); with
+    ``query``, only that row (N), in O(N)."""
+    coords = [c.flatten() for c in torch.meshgrid(torch.arange(t, device=device), torch.arange(h, device=device),
+                                                  torch.arange(w, device=device), indexing="ij")]
+    rows = slice(None) if query is None else query
+    return sum((c[rows, None] == c).int() for c in coords) >= 2
 
 
 def criss_cross_dense(theta, phi, g):
