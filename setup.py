@@ -13,7 +13,6 @@ setup(
         "av>=14",
         "fvcore",
         "iopath",
-        "pytorchvideo==0.1.5",
         "numpy",
         "pyyaml",
         "scipy",
@@ -22,5 +21,6 @@ setup(
         "matplotlib",
         "opencv-python-headless",
     ],
-    extras_require={"test": ["pytest"]},
+    # pytorchvideo: the peer whose models and NonLocal the tests compare vidnl with (not imported by vidnl)
+    extras_require={"test": ["pytest", "pytorchvideo==0.1.5"]},
 )

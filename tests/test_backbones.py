@@ -10,7 +10,8 @@ import torchvision
 from vidnl.config import ConfigError, load_config
 from vidnl.engine.checkpoint import load_model_weights
 from vidnl.models import build_model
-from vidnl.models.inflate import caffe2_key, convert_state_dict, inflate_weight, pyslowfast_key
+from vidnl.models.inflate import convert_state_dict, inflate_weight
+from vidnl.models.weight_formats import caffe2_key, pyslowfast_key
 from vidnl.models.mars import MARS
 from vidnl.models.p3d import P3DBottleneck, P3DResNet
 from vidnl.models.preresnet import PreResNetCifar

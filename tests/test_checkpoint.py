@@ -78,7 +78,7 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path):
     assert path.endswith("checkpoint_epoch_00001.pyth") and state["epoch"] == 1
 
 
-def test_weight_loading_reports_keys_and_rejects_shape_mismatch(tmp_path):
+def test_weight_loading_is_strict_unless_keys_are_named(tmp_path):
     src = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3))
     state = {f"module.{k}": v for k, v in src.state_dict().items()}  # DataParallel-style prefix
     state["module.extra.weight"] = torch.ones(1)
@@ -86,8 +86,11 @@ def test_weight_loading_reports_keys_and_rejects_shape_mismatch(tmp_path):
     state = ck.extract_model_state({"model_state": state})
     with pytest.raises(CheckpointError, match="1.weight"):
         ck.load_model_weights(dst, state)
-    report = ck.load_model_weights(dst, state, allow_shape_mismatch=True)
-    assert report["shape_mismatch"] == ["1.weight", "1.bias"]
-    assert report["unexpected"] == ["extra.weight"]
-    assert report["missing"] == ["1.bias", "1.weight", "2.bias", "2.weight"]
+    with pytest.raises(CheckpointError, match=r"2 model tensors are not in the file \(first: 2.bias, 2.weight\); "
+                                              r"1 tensors of the file are not in the model \(first: extra.weight\)"):
+        ck.load_model_weights(dst, state, allow_shape_mismatch=True)
+    report = ck.load_model_weights(dst, state, allow_shape_mismatch=True, skip=["2.*", "extra.*"])
+    assert report["shape_mismatch"] == ["1.bias", "1.weight"]
+    assert report["skipped"] == ["2.bias", "2.weight", "extra.weight"]
+    assert report["missing"] == [] and report["unexpected"] == []
     assert torch.equal(dst[0].weight, src[0].weight)

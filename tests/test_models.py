@@ -22,10 +22,10 @@ def test_c2d_r50_has_exactly_the_parameters_of_resnet50():
 def test_i3d_inflates_every_other_block_and_the_stem():
     model = VideoResNet(depth=50, arch="i3d", num_classes=10, base_width=8)
     assert model.stem[0].kernel_size == (5, 7, 7)
-    assert default_inflate_pattern((3, 4, 6, 3)) == [[1, 0, 1], [1, 0, 1, 0], [1, 0, 1, 0, 1, 0], [0, 1, 0]]
-    # 8 inflated blocks, each with one 3×1×1 conv (the first of the bottleneck)
+    assert default_inflate_pattern((3, 4, 6, 3)) == [[1, 1, 1], [1, 0, 1, 0], [1, 0, 1, 0, 1, 0], [0, 1, 0]]
+    # 9 inflated blocks (3 + 2 + 3 + 1), each with one 3×1×1 conv (the first of the bottleneck)
     firsts = [b.conv1.kernel_size for s in model.stages for b in s.blocks]
-    assert sum(k == (3, 1, 1) for k in firsts) == 8
+    assert sum(k == (3, 1, 1) for k in firsts) == 9
     assert all(b.conv2.kernel_size == (1, 3, 3) for s in model.stages for b in s.blocks)
 
 

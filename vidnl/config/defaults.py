@@ -48,8 +48,16 @@ _C.TRAIN.AUTO_RESUME = True
 # Initial weights (a vidnl checkpoint or a plain state dict). Ignored when auto-resume finds a
 # checkpoint of this run in OUTPUT_DIR/checkpoints: resuming the run wins.
 _C.TRAIN.CHECKPOINT_FILE_PATH = ""
+# Loading is strict: a tensor of the model missing from CHECKPOINT_FILE_PATH, or one of the file
+# the model lacks, is an error. CHECKPOINT_SKIP lists fnmatch patterns of vidnl keys that are not
+# loaded and may differ, e.g. ["head.*"] to fine-tune to other classes, ["head.*",
+# "*.nonlocal_blocks.*"] to start a nonlocal net from a backbone pretrained without blocks.
+_C.TRAIN.CHECKPOINT_SKIP = []
+# Fine-tuning configs set this: training stops at start (exit 2) when CHECKPOINT_FILE_PATH is
+# empty and there is no checkpoint of the run to resume, instead of training from random weights.
+_C.TRAIN.REQUIRE_CHECKPOINT_FILE = False
 # Allow loading CHECKPOINT_FILE_PATH when some parameter shapes differ (those are skipped and
-# logged), e.g. a classifier with another number of classes. Otherwise a mismatch is an error.
+# logged). Otherwise a mismatch is an error.
 _C.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH = False
 # Also restore optimizer state and epoch from CHECKPOINT_FILE_PATH (continue that run).
 _C.TRAIN.CHECKPOINT_LOAD_OPTIMIZER = False
@@ -154,8 +162,10 @@ _C.MODEL.DROPOUT_RATE = 0.5
 _C.MODEL.LOSS_FUNC = "cross_entropy"
 # Label smoothing of the cross-entropy loss (0: none).
 _C.MODEL.LABEL_SMOOTHING = 0.0
-# Format of TRAIN/TEST.CHECKPOINT_FILE_PATH weights: "auto" (detect), "vidnl", "torchvision" (a 2D
-# ResNet state dict, inflated to 3D), "pyslowfast" or "caffe2" (key names mapped to vidnl's).
+# Layout of TRAIN/TEST.CHECKPOINT_FILE_PATH weights: "auto" (detected from the key names), "vidnl",
+# "torchvision" (2D ResNets, inflated to 3D), "pyslowfast" (.pyth), "caffe2" (the video-nonlocal-net
+# .pkl release), "pytorchvideo" (hub .pyth), "mmaction2", "snl_official", "cgnl_official"
+# (docs/pretrained.md).
 _C.MODEL.WEIGHTS_FORMAT = "auto"
 # How 2D kernels are inflated over time: "mean" (each of the t planes is w / t, seed 004) or
 # "center" (w in the middle plane, zeros elsewhere).
@@ -176,11 +186,27 @@ _C.RESNET.DEPTH = 50
 _C.RESNET.BASE_WIDTH = 64
 # Groups of the 3x3x3 convs of "resnet3d" / "mars" bottlenecks: 1 for ResNet, 32 for ResNeXt.
 _C.RESNET.CARDINALITY = 1
-# Temporal max-pool (3x1x1, stride 2) after res2, as in seed 004 Table 1.
+# Temporal layout of C2D / I3D ResNets (docs/pretrained.md has the presets). The defaults are
+# the released 8x8 models (PySlowFast I3D_NLN_8x8_R50, pytorchvideo i3d_r50); seed 004 Table 1
+# (32-frame input) is STEM_TEMPORAL_STRIDE 2, POOL1_TEMPORAL [3, 2], POOL2_TEMPORAL [3, 2, 1]
+# (configs/Kinetics/*_32x2_*.yaml).
+# Temporal kernel of the t x 7 x 7 stem conv; 0: 5 for i3d, 1 for c2d.
+_C.RESNET.STEM_TEMPORAL_KERNEL = 0
+# Temporal stride of the stem conv.
+_C.RESNET.STEM_TEMPORAL_STRIDE = 1
+# [kernel, stride] in time of the stem max-pool (3x3 with stride 2 in space).
+_C.RESNET.POOL1_TEMPORAL = [1, 1]
+# [kernel, stride, padding] of the temporal max-pool after res2; [] for none.
+_C.RESNET.POOL2_TEMPORAL = [2, 2, 0]
+# False removes the temporal max-pool after res2 (also for p3d).
 _C.RESNET.TEMPORAL_POOL = True
-# I3D only: per stage, 1 where a residual block gets a temporal kernel. Empty: the paper's
-# pattern (every other block: indices 0, 2, ... in res2-res4 and 1, 3, ... in res5).
+# I3D only: per stage, 1 where a residual block gets a temporal kernel. Empty: the released
+# pattern (every block of res2; every other block of res3 and res4 from block 0, of res5 from
+# block 1).
 _C.RESNET.INFLATE = []
+# Which conv of an inflated bottleneck gets the temporal kernel: "1x1" (3x1x1, I3D 3x1x1 of
+# seed 004, the released models) or "3x3" (3x3x3, I3D 3x3x3 of seed 004 Table 2e).
+_C.RESNET.INFLATE_CONV = "1x1"
 # Zero-initialise the last BN of each residual block (the block starts as identity).
 _C.RESNET.ZERO_INIT_FINAL_BN = True
 
@@ -256,6 +282,34 @@ _C.NONLOCAL.RECURRENCE = 2
 _C.NONLOCAL.NS_STAGES = 1
 # a2: number of global descriptors (0: the inner width Cs).
 _C.NONLOCAL.NUM_DESCRIPTORS = 0
+# Where the papers' text and their released code differ (docs/nonlocal.md, "Paper and official
+# forms"): "paper" (the formulas as written) or "official" (nl: the Caffe2 release / PySlowFast /
+# pytorchvideo; snl, gsnl: the official SNL code; cgnl: the official CGNL code). The keys below
+# override single options of the style; None / "" / 0 leave them to the style.
+_C.NONLOCAL.STYLE = "paper"
+# Biases on the 1x1x1 projections (None: the style's; official NL: True).
+_C.NONLOCAL.BIAS = None
+# Scale the softmax logits by Cs^-1/2 (exp kernels; None: the style's; official NL: True).
+_C.NONLOCAL.SOFTMAX_SCALE = None
+# Where POOL subsamples: "projection" (max-pool phi(x) and g(x), seed 004's text) or "input"
+# (max-pool x before phi and g, the released NL code); "": the style's.
+_C.NONLOCAL.POOL_AT = ""
+# Max-pool with ceil_mode (odd sizes keep their last row; None: the style's, paper True).
+_C.NONLOCAL.POOL_CEIL_MODE = None
+# snl / gsnl: activation after the output BN, "none" (seed 000 Eq. 5) or "relu" (the official
+# SNL code); "": the style's.
+_C.NONLOCAL.OUTPUT_ACTIVATION = ""
+# snl / gsnl: 1 filters with A, -1 with -A (the MMSeg variant of the official code: Z W1 - A Z W2);
+# 0: the style's (1).
+_C.NONLOCAL.A_SIGN = 0
+# cgnl: gamma of the Gaussian RBF kernel (0: the style's, 1e-4 as seed 001).
+_C.NONLOCAL.CGNL_GAMMA = 0.0
+# cgnl: beta of the RBF Taylor form, "exact" (exp(-gamma (a^2 + b^2)) per pair) or "constant"
+# (exp(-2 gamma), seed 001's constant, the official code); "": the style's.
+_C.NONLOCAL.CGNL_BETA = ""
+# cgnl: output normalisation, "batch" (BN, seed 001 Eq. 13) or "group" (GroupNorm with GROUPS
+# groups, the official code); "": the style's.
+_C.NONLOCAL.CGNL_NORM = ""
 # Zero-initialise the scale of the block's output BN so the block starts as the identity.
 _C.NONLOCAL.ZERO_INIT_FINAL_BN = True
 

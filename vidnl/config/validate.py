@@ -29,14 +29,22 @@ ALLOWED_VALUES = {
     "DATA.DECODING_BACKEND": ("decord", "pyav"),
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
-    "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2"),
+    "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2",
+                             "snl_official", "cgnl_official"),  # = vidnl.models.weight_formats.FORMATS
     "MODEL.INFLATE": ("mean", "center"),
+    "RESNET.INFLATE_CONV": ("1x1", "3x3"),
     "VTN.ATTENTION": ("mha", "snl", "nl"),
     "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
     "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
     "NONLOCAL.MODE": ("spacetime", "space", "time"),
     "NONLOCAL.IMPLEMENTATION": ("auto", "fast", "dense"),
+    "NONLOCAL.STYLE": ("paper", "official"),
+    "NONLOCAL.POOL_AT": ("", "projection", "input"),
+    "NONLOCAL.OUTPUT_ACTIVATION": ("", "none", "relu"),
+    "NONLOCAL.A_SIGN": (0, 1, -1),
+    "NONLOCAL.CGNL_BETA": ("", "exact", "constant"),
+    "NONLOCAL.CGNL_NORM": ("", "batch", "group"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),
     "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
 }
@@ -46,7 +54,7 @@ POSITIVE = (
     "TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "TEST.NUM_ENSEMBLE_VIEWS", "DATA.NUM_FRAMES",
     "DATA.SAMPLING_RATE", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES",
     "RESNET.BASE_WIDTH", "SOLVER.MAX_EPOCH", "LOG_PERIOD", "DATA.INPUT_CHANNEL_NUM", "NONLOCAL.GROUPS",
-    "NONLOCAL.RECURRENCE", "NONLOCAL.NS_STAGES", "RESNET.CARDINALITY", "VTN.DIM", "VTN.NUM_LAYERS",
+    "NONLOCAL.RECURRENCE", "NONLOCAL.NS_STAGES", "RESNET.CARDINALITY", "RESNET.STEM_TEMPORAL_STRIDE", "VTN.DIM", "VTN.NUM_LAYERS",
     "VTN.NUM_HEADS", "VTN.MAX_FRAMES",
 )
 NON_NEGATIVE = (
@@ -54,7 +62,7 @@ NON_NEGATIVE = (
     "DATA_LOADER.NUM_WORKERS", "DATA_LOADER.NUM_RETRIES", "SOLVER.BASE_LR",
     "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "TRAIN.CLIP_GRAD_NORM", "NUM_THREADS",
     "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING", "NONLOCAL.INNER_CHANNELS", "NONLOCAL.ORDER",
-    "NONLOCAL.NUM_DESCRIPTORS", "TRAIN.CHECKPOINT_PERIOD_ITERS",
+    "NONLOCAL.NUM_DESCRIPTORS", "TRAIN.CHECKPOINT_PERIOD_ITERS", "RESNET.STEM_TEMPORAL_KERNEL",
 )
 
 
@@ -262,6 +270,12 @@ def validate(cfg: CfgNode) -> None:
         raise ConfigError(f"MODEL.DROPOUT_RATE: must be in [0, 1), got {cfg.MODEL.DROPOUT_RATE!r}.")
     if not 0.0 < cfg.NONLOCAL.INNER_RATIO <= 1.0:
         raise ConfigError(f"NONLOCAL.INNER_RATIO: must be in (0, 1], got {cfg.NONLOCAL.INNER_RATIO!r}.")
+    for key in ("BIAS", "SOFTMAX_SCALE", "POOL_CEIL_MODE"):
+        if cfg.NONLOCAL[key] is not None and not isinstance(cfg.NONLOCAL[key], bool):
+            raise ConfigError(f"NONLOCAL.{key}: expected True, False or None (the style's), "
+                              f"got {cfg.NONLOCAL[key]!r}.")
+    if cfg.NONLOCAL.CGNL_GAMMA < 0:
+        raise ConfigError(f"NONLOCAL.CGNL_GAMMA: must be > 0 (0: the style's), got {cfg.NONLOCAL.CGNL_GAMMA!r}.")
     pool = list(cfg.NONLOCAL.POOL)
     if pool and (len(pool) != 3 or not all(isinstance(p, int) and p >= 1 for p in pool)):
         raise ConfigError(f"NONLOCAL.POOL: expected [] or three ints >= 1 (T, H, W), got {pool!r}.")
@@ -318,7 +332,10 @@ def _validate_nonlocal_location(cfg: CfgNode) -> None:
             raise ConfigError(f"NONLOCAL.LOCATION: repeated index in {names[stage]}: {idx!r}.")
 
 
-_OPTION_KEYS = {"kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM", "order": "NONLOCAL.ORDER",
+_OPTION_KEYS = {"bias": "NONLOCAL.BIAS", "softmax_scale": "NONLOCAL.SOFTMAX_SCALE", "pool_at": "NONLOCAL.POOL_AT",
+                "pool_ceil_mode": "NONLOCAL.POOL_CEIL_MODE", "output_activation": "NONLOCAL.OUTPUT_ACTIVATION",
+                "a_sign": "NONLOCAL.A_SIGN", "gamma": "NONLOCAL.CGNL_GAMMA", "beta": "NONLOCAL.CGNL_BETA",
+                "norm_layer": "NONLOCAL.CGNL_NORM", "style": "NONLOCAL.STYLE", "kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM", "order": "NONLOCAL.ORDER",
                 "groups": "NONLOCAL.GROUPS", "recurrence": "NONLOCAL.RECURRENCE", "num_stages": "NONLOCAL.NS_STAGES",
                 "num_descriptors": "NONLOCAL.NUM_DESCRIPTORS", "pool_size": "NONLOCAL.POOL", "mode": "NONLOCAL.MODE",
                 "implementation": "NONLOCAL.IMPLEMENTATION"}
@@ -344,7 +361,18 @@ def _validate_nonlocal_options(cfg: CfgNode) -> None:
         raise ConfigError(f"NONLOCAL.TYPE {nl.TYPE!r}: {msg}") from None
 
 
+def _validate_temporal_layout(cfg: CfgNode) -> None:
+    p1, p2 = list(cfg.RESNET.POOL1_TEMPORAL), list(cfg.RESNET.POOL2_TEMPORAL)
+    if len(p1) != 2 or not all(isinstance(v, int) and v >= 1 for v in p1):
+        raise ConfigError(f"RESNET.POOL1_TEMPORAL: expected [kernel, stride], both integers >= 1, got {p1!r}.")
+    if p2 and (len(p2) != 3 or not all(isinstance(v, int) for v in p2) or min(p2[:2]) < 1
+               or not 0 <= p2[2] <= p2[0] // 2):
+        raise ConfigError(f"RESNET.POOL2_TEMPORAL: expected [] or [kernel, stride, padding], integers with "
+                          f"kernel, stride >= 1 and 0 <= padding <= kernel // 2, got {p2!r}.")
+
+
 def _validate_inflate(cfg: CfgNode) -> None:
+    _validate_temporal_layout(cfg)
     inflate = cfg.RESNET.INFLATE
     if not inflate:
         return

@@ -222,7 +222,8 @@ class ReIDTrainer:
             logger.info("backbone initialised from REID.PRETRAINED=%s", cfg.REID.PRETRAINED)
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-            load_weights(self.model, path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
+            load_weights(self.model, path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH,
+                         skip=cfg.TRAIN.CHECKPOINT_SKIP)
             logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s", path)
         return RunState()
 

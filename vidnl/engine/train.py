@@ -58,11 +58,16 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
             logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH=%s (that file only "
                         "initialises a new run)", path, cfg.TRAIN.CHECKPOINT_FILE_PATH)
         return restore_run(path, ckpt, model, optimizer, scaler)
+    if cfg.TRAIN.REQUIRE_CHECKPOINT_FILE and not cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        raise ConfigError(
+            "TRAIN.CHECKPOINT_FILE_PATH is empty, but this config fine-tunes pretrained weights "
+            "(TRAIN.REQUIRE_CHECKPOINT_FILE True): set TRAIN.CHECKPOINT_FILE_PATH to the pretrained checkpoint "
+            "(docs/pretrained.md), or TRAIN.REQUIRE_CHECKPOINT_FILE False to train from random weights.")
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         path = cfg.TRAIN.CHECKPOINT_FILE_PATH
         ckpt = load_checkpoint_file(path)
         load_weights(model, path, ckpt=ckpt, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE,
-                     allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH)
+                     allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH, skip=cfg.TRAIN.CHECKPOINT_SKIP)
         logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s (no checkpoint of this run to resume)", path)
         if cfg.TRAIN.CHECKPOINT_LOAD_OPTIMIZER and ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])

@@ -45,9 +45,10 @@ def _resnet_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
 
 def nonlocal_options(cfg: CfgNode) -> dict:
     """Block arguments from cfg.NONLOCAL; options left at their defaults are passed as None so
-    that a type which does not take them accepts the config."""
+    that a type which does not take them accepts the config, and the style decides them."""
     nl = cfg.NONLOCAL
     return {
+        "style": nl.STYLE,
         "pool_size": list(nl.POOL) or None,
         "mode": nl.MODE,
         "implementation": nl.IMPLEMENTATION,
@@ -61,6 +62,15 @@ def nonlocal_options(cfg: CfgNode) -> dict:
         "recurrence": nl.RECURRENCE if nl.RECURRENCE != 2 else None,
         "num_stages": nl.NS_STAGES if nl.NS_STAGES != 1 else None,
         "num_descriptors": nl.NUM_DESCRIPTORS or None,
+        "bias": nl.BIAS,
+        "softmax_scale": nl.SOFTMAX_SCALE,
+        "pool_at": nl.POOL_AT or None,
+        "pool_ceil_mode": nl.POOL_CEIL_MODE,
+        "output_activation": nl.OUTPUT_ACTIVATION or None,
+        "a_sign": nl.A_SIGN or None,
+        "gamma": nl.CGNL_GAMMA or None,
+        "beta": nl.CGNL_BETA or None,
+        "norm_layer": nl.CGNL_NORM or None,
     }
 
 
@@ -84,8 +94,13 @@ def _video_resnet(cfg: CfgNode) -> nn.Module:
         num_classes=cfg.MODEL.NUM_CLASSES,
         base_width=cfg.RESNET.BASE_WIDTH,
         in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
+        stem_temporal_kernel=cfg.RESNET.STEM_TEMPORAL_KERNEL or None,
+        stem_temporal_stride=cfg.RESNET.STEM_TEMPORAL_STRIDE,
+        pool1_temporal=tuple(cfg.RESNET.POOL1_TEMPORAL),
+        pool2_temporal=tuple(cfg.RESNET.POOL2_TEMPORAL) or None,
         temporal_pool=cfg.RESNET.TEMPORAL_POOL,
         inflate=[list(s) for s in cfg.RESNET.INFLATE] or None,
+        inflate_conv=cfg.RESNET.INFLATE_CONV,
         dropout=cfg.MODEL.DROPOUT_RATE,
         zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN,
         bn_eps=cfg.BN.EPSILON,
@@ -172,7 +187,7 @@ def _mars(cfg: CfgNode) -> nn.Module:
     if cfg.MODEL.MARS_FLOW_CHECKPOINT:
         from ..engine.checkpoint import load_weights
 
-        load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT)
+        load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT, fmt="auto")
         model.freeze_teacher()
     return _with_nonlocal(cfg, model)
 

@@ -194,14 +194,15 @@ class ResNet50TP(nn.Module):
 
     def load_backbone_weights(self, path: str) -> dict:
         """Load a torchvision-layout ResNet-50 state dict (``conv1.weight``, ``layer1.0.conv1.weight``,
-        ...) from ``path`` into the backbone; logs and returns the missing / unexpected keys
-        (``fc.*`` is unexpected, nonlocal blocks are missing). Never downloads."""
+        ...) from ``path`` into the backbone, strictly except for ``fc.*`` (the ImageNet classifier)
+        and the nonlocal blocks (new). Never downloads."""
         from ..engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
 
         state = extract_model_state(load_checkpoint_file(path))
         if state and all(k.startswith("backbone.") for k in state):
             state = {k[len("backbone."):]: v for k, v in state.items()}
-        return load_model_weights(self.backbone, state, source=path)
+        # an ImageNet classifier has fc.*; nonlocal blocks are new (they start as the identity)
+        return load_model_weights(self.backbone, state, source=path, skip=("fc.*", "*.nonlocal_blocks.*"))
 
 
 def _stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -14,9 +14,16 @@
 
 All blocks take B×C×L (1D), B×C×H×W (2D) or B×C×T×H×W (3D) and return the same shape. The
 output normalisation's scale starts at zero (``zero_init_final_bn``), so a new block is the
-identity and can be inserted into a pretrained network. Projections are 1×1×1 convolutions
-without bias (so one block at res4 of ResNet-50 adds exactly the parameters of seed 000
-Table 6: NL 4·C·Cs, SNL 5·C·Cs, plus the output BN).
+identity and can be inserted into a pretrained network. Projections are 1×1×1 convolutions,
+without bias by default (so one block at res4 of ResNet-50 adds exactly the parameters of seed
+000 Table 6: NL 4·C·Cs, SNL 5·C·Cs, plus the output BN).
+
+The papers' text and their released code differ in details that change outputs; each is an
+argument, and ``STYLES`` names the two sets (docs/nonlocal.md, "Paper and official forms"):
+``bias`` on the projections, ``softmax_scale`` (θᵀφ·Cs^-½ before the softmax), ``pool_at``
+("projection": max-pool φ(x) and g(x), seed 004's text; "input": max-pool x before φ and g,
+the released NL code), ``pool_ceil_mode``, SNL's ``output_activation`` and ``a_sign``, and
+CGNL's ``gamma``, ``beta`` and ``norm_layer``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from . import functional as NF
 
 MODES = ("spacetime", "space", "time")
 IMPLEMENTATIONS = ("auto", "fast", "dense")
+POOL_AT = ("projection", "input")
+OUTPUT_ACTIVATIONS = ("none", "relu")
 
 
 def to_nodes(t: torch.Tensor, mode: str) -> torch.Tensor:
@@ -88,7 +97,8 @@ class NonLocalBase(nn.Module):
 
     def __init__(self, dim: int, dim_inner: int | None = None, *, pool_size: Sequence[int] | None = None,
                  mode: str = "spacetime", implementation: str = "auto", zero_init_final_bn: bool = True,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False):
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
+                 pool_ceil_mode: bool = True):
         super().__init__()
         name = type(self).__name__
         if mode not in self.supported_modes:
@@ -102,13 +112,15 @@ class NonLocalBase(nn.Module):
             kernel = (1,) + kernel[1:]
         elif mode == "time":
             kernel = kernel[:1] + (1, 1)
+        if pool_at not in POOL_AT:
+            raise ValueError(f"{name}: pool_at must be one of {POOL_AT}, got {pool_at!r}")
         if kernel != (1, 1, 1) and not self.supports_pool:
             raise ValueError(f"{name} does not support subsampling (pool_size={tuple(pool_size)}); use none")
         self.dim = dim
         self.dim_inner = dim_inner or max(1, dim // 2)
         self.mode, self.implementation, self.bias = mode, implementation, bias
-        self.pool_kernel = kernel
-        self.pool = nn.MaxPool3d(kernel, stride=kernel, ceil_mode=True) if kernel != (1, 1, 1) else None
+        self.pool_kernel, self.pool_at = kernel, pool_at
+        self.pool = nn.MaxPool3d(kernel, stride=kernel, ceil_mode=pool_ceil_mode) if kernel != (1, 1, 1) else None
         self.zero_init_final_bn = zero_init_final_bn
         self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
         self.bn = self.make_norm()
@@ -125,6 +137,16 @@ class NonLocalBase(nn.Module):
 
     def pooled(self, t: torch.Tensor) -> torch.Tensor:
         return self.pool(t) if self.pool is not None else t
+
+    def on_keys(self, conv: nn.Module, x: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """A projection on the key nodes: conv(x) max-pooled (``pool_at="projection"``) or conv of
+        the max-pooled x (``"input"``); ``projected`` is conv(x) when already computed.
+        B×C×T×H×W -> B×Cs×T'×H'×W'."""
+        if self.pool is None:
+            return conv(x) if projected is None else projected
+        if self.pool_at == "input":
+            return conv(self.pool(x))
+        return self.pool(conv(x) if projected is None else projected)
 
     def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int, device_type: str = "cpu",
                  num_graphs: int = 1) -> bool:
@@ -149,12 +171,16 @@ class NonLocalBase(nn.Module):
 
 
 class PairwiseBlock(NonLocalBase):
-    """Blocks whose affinity is a pairwise kernel of θ(X) and φ(X): NL, NS, SNL, gSNL."""
+    """Blocks whose affinity is a pairwise kernel of θ(X) and φ(X): NL, NS, SNL, gSNL.
+    ``softmax_scale`` multiplies the logits of the exponential kernels by Cs^-½ (the released NL
+    code, "use_scale"); it has no effect on the other kernels."""
 
     default_kernel = "embedded_gaussian"
 
-    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, norm: str | None = None, **kw):
+    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, norm: str | None = None,
+                 softmax_scale: bool = False, **kw):
         super().__init__(dim, dim_inner, **kw)
+        self.softmax_scale = softmax_scale
         self.kernel = kernel or self.default_kernel
         self.norm = norm or self.default_norm(self.kernel)
         try:
@@ -177,8 +203,12 @@ class PairwiseBlock(NonLocalBase):
     def affinity_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """θ on all nodes (G×N×Cs) and φ on the key nodes (G×M×Cs)."""
         if self.theta is None:
-            return to_nodes(x, self.mode), to_nodes(self.pooled(x), self.mode)
-        return to_nodes(self.theta(x), self.mode), to_nodes(self.pooled(self.phi(x)), self.mode)
+            theta, phi = to_nodes(x, self.mode), to_nodes(self.pooled(x), self.mode)
+        else:
+            theta, phi = to_nodes(self.theta(x), self.mode), to_nodes(self.on_keys(self.phi, x), self.mode)
+        if self.softmax_scale and self.kernel in NF.EXP_KERNELS:  # exp(s θ·φ) = exp((sθ)·φ)
+            theta = theta * theta.shape[-1] ** -0.5
+        return theta, phi
 
     def operator(self, theta: torch.Tensor, phi: torch.Tensor, cv: int) -> NF.Operator:
         """v ↦ A v on this block's graph (fast or dense per ``implementation``)."""
@@ -218,22 +248,33 @@ class NL(PairwiseBlock):
 
     def residual(self, x):
         theta, phi = self.affinity_inputs(x)
-        z = self.g(x)
-        g = to_nodes(self.pooled(z), self.mode)
-        az = from_nodes(self.operator(theta, phi, g.shape[-1])(g), self.mode, z.shape)
+        g = to_nodes(self.on_keys(self.g, x), self.mode)
+        shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
+        az = from_nodes(self.operator(theta, phi, g.shape[-1])(g), self.mode, shape)
         return self.out_proj[0](az)
 
 
 class SNL(PairwiseBlock):
     """Spectral nonlocal block (seed 000 Eq. 5), and with ``order`` K > 2 the Chebyshev gSNL:
     F = Σ_{k<K} T_k(A) Z W_{k+1}, T_0 = I, T_1 = A, T_k = 2 A T_{k−1} − T_{k−2}. Default affinity:
-    A = D^-½ ((M + Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ, applied in O(N) by associativity."""
+    A = D^-½ ((M + Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ, applied in O(N) by associativity.
+
+    ``a_sign`` −1 filters with −A instead of A (T_k(−A) = (−1)^k T_k(A); for K = 2 the MMSeg
+    variant of the official code, Z W1 − A Z W2). ``output_activation`` "relu" gives
+    Y = X + relu(BN(F)) (the official code); "none" gives Y = X + BN(F) (seed 000 Eq. 5)."""
 
     default_kernel = "relu_dot"
     default_order = 2
 
-    def __init__(self, dim, dim_inner=None, *, order: int | None = None, **kw):
+    def __init__(self, dim, dim_inner=None, *, order: int | None = None, output_activation: str = "none",
+                 a_sign: int = 1, **kw):
         super().__init__(dim, dim_inner, **kw)
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"{type(self).__name__}: output_activation must be one of {OUTPUT_ACTIVATIONS}, "
+                             f"got {output_activation!r}")
+        if a_sign not in (1, -1):
+            raise ValueError(f"{type(self).__name__}: a_sign must be 1 or -1, got {a_sign!r}")
+        self.output_activation, self.a_sign = output_activation, a_sign
         self.order = order or self.default_order
         if self.order < 1:
             raise ValueError(f"{type(self).__name__}: order must be >= 1, got {self.order}")
@@ -253,11 +294,24 @@ class SNL(PairwiseBlock):
         theta, phi = self.affinity_inputs(x)
         zn = to_nodes(z, self.mode)
         op = self.operator(theta, phi, zn.shape[-1])
-        terms = NF.chebyshev_terms(op, zn, to_nodes(self.pooled(z), self.mode), self.order)
+        if self.a_sign < 0:
+            op = _negated(op)
+        z_keys = to_nodes(self.on_keys(self.g, x, z), self.mode)
+        terms = NF.chebyshev_terms(op, zn, z_keys, self.order)
         return sum(w(from_nodes(t, self.mode, z.shape)) for w, t in zip(self.out_proj, terms))
 
+    def forward_5d(self, x):
+        out = self.bn(self.residual(x))
+        return x + (torch.relu(out) if self.output_activation == "relu" else out)
+
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", kernel={self.kernel}, norm={self.norm}, order={self.order}"
+        return (super().extra_repr() + f", kernel={self.kernel}, norm={self.norm}, order={self.order}"
+                + (f", a_sign={self.a_sign}" if self.a_sign < 0 else "")
+                + (f", output_activation={self.output_activation}" if self.output_activation != "none" else ""))
+
+
+def _negated(op: NF.Operator) -> NF.Operator:
+    return lambda v: -op(v)
 
 
 class GSNL(SNL):
@@ -285,7 +339,7 @@ class NS(PairwiseBlock):
         op = None
         for g, w, bn in zip(self.g, self.out_proj, self.bns):
             z = g(x)
-            zk = to_nodes(self.pooled(z), self.mode)
+            zk = to_nodes(self.on_keys(g, x, z), self.mode)
             if op is None:
                 op = self.operator(theta, phi, zk.shape[-1])
             az = from_nodes(op(zk), self.mode, z.shape)
@@ -307,19 +361,19 @@ class A2(NonLocalBase):
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
 
     def residual(self, x):
-        z = self.g(x)
-        zk = to_nodes(self.pooled(z), self.mode)
-        gl = to_nodes(self.pooled(self.gather(x)), self.mode)
+        zk = to_nodes(self.on_keys(self.g, x), self.mode)
+        gl = to_nodes(self.on_keys(self.gather, x), self.mode)
         dl = to_nodes(self.distribute(x), self.mode)
         fast = self.implementation != "dense"
         out = (NF.double_attention_fast if fast else NF.double_attention_dense)(gl, dl, zk)
-        return self.out_proj[0](from_nodes(out, self.mode, z.shape))
+        shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
+        return self.out_proj[0](from_nodes(out, self.mode, shape))
 
 
 def _a2_row(self: "A2", x: torch.Tensor, query: int) -> torch.Tensor:
     """Row ``query`` of A2's M = softmax_desc(V) softmax_pos(B)ᵀ: G×M."""
     x = _as_5d(x)
-    gl = to_nodes(self.pooled(self.gather(x)), self.mode)
+    gl = to_nodes(self.on_keys(self.gather, x), self.mode)
     dl = to_nodes(self.distribute(x), self.mode)
     return (torch.softmax(dl[:, query:query + 1], -1) @ torch.softmax(gl, -2).transpose(-1, -2))[:, 0]
 
@@ -330,17 +384,26 @@ A2.affinity_row = _a2_row
 class CGNL(NonLocalBase):
     """Compact generalised nonlocal block (seed 001): within each of ``groups`` channel groups,
     every (position, channel) pair is a node; f is the dot product or the Taylor expansion (order
-    ``order``) of the embedded Gaussian / Gaussian (RBF with ``gamma``) kernel; vec(Y) = Θ (Φᵀ g)
-    in O(N·C). Output: grouped 1×1×1 conv and group normalisation (seed 001 Eq. 13)."""
+    ``order``) of the embedded Gaussian / Gaussian (RBF with ``gamma``, seed 001: 1e-4; ``beta``
+    "exact" e^{-γ(a²+b²)} or "constant" e^{-2γ}) kernel; vec(Y) = Θ (Φᵀ g) in O(N·C). Output:
+    grouped 1×1×1 conv and ``norm_layer`` "batch" (BN, seed 001 Eq. 13: BN in each group is BN
+    per channel) or "group" (GroupNorm with ``groups`` groups, the official code)."""
 
     KERNELS = ("dot", "embedded_gaussian", "gaussian")
+    NORM_LAYERS = ("batch", "group")
 
     def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, order: int | None = None,
-                 groups: int = 1, gamma: float = 0.5, **kw):
+                 groups: int = 1, gamma: float = 1e-4, beta: str = "exact", norm_layer: str = "batch", **kw):
         inner = dim_inner or max(1, dim // 2)
         if groups < 1 or inner % groups or dim % groups:
             raise ValueError(f"CGNL: groups={groups} must divide the inner channels {inner} and the channels {dim}")
-        self.groups = groups
+        if norm_layer not in self.NORM_LAYERS:
+            raise ValueError(f"CGNL: norm_layer must be one of {self.NORM_LAYERS}, got {norm_layer!r}")
+        if beta not in NF.CGNL_BETAS:
+            raise ValueError(f"CGNL: beta must be one of {NF.CGNL_BETAS}, got {beta!r}")
+        if not gamma > 0:
+            raise ValueError(f"CGNL: gamma must be > 0, got {gamma!r}")
+        self.groups, self.norm_layer = groups, norm_layer
         super().__init__(dim, dim_inner, **kw)
         self.kernel = kernel or "dot"
         if self.kernel not in self.KERNELS:
@@ -348,11 +411,13 @@ class CGNL(NonLocalBase):
         self.order = 1 if self.kernel == "dot" else (order if order is not None else 3)
         if self.order < 1:
             raise ValueError(f"CGNL: Taylor order must be >= 1, got {self.order}")
-        self.gamma = gamma
+        self.gamma, self.beta = gamma, beta
         self.theta, self.phi, self.g = (_conv(dim, self.dim_inner, self.bias) for _ in range(3))
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias, groups=groups)])
 
     def make_norm(self) -> nn.Module:
+        if self.norm_layer == "batch":
+            return super().make_norm()
         gn = nn.GroupNorm(self.groups, self.dim, eps=self.bn_eps)
         if self.zero_init_final_bn:
             nn.init.zeros_(gn.weight)
@@ -367,9 +432,9 @@ class CGNL(NonLocalBase):
                 n.shape[0] * self.groups, n.shape[1] * cg)
 
         theta = self.theta(x)
-        phi, g = self.pooled(self.phi(x)), self.pooled(self.g(x))
+        phi, g = self.on_keys(self.phi, x), self.on_keys(self.g, x)
         fn = NF.cgnl_dense if self.implementation == "dense" else NF.cgnl_fast
-        y = fn(grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma)
+        y = fn(grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma, self.beta)
         n_graphs = y.shape[0] // self.groups
         n_nodes = y.shape[1] // cg
         y = y.reshape(n_graphs, self.groups, n_nodes, cg).permute(0, 2, 1, 3).reshape(n_graphs, n_nodes, -1)
@@ -385,11 +450,11 @@ class CGNL(NonLocalBase):
 
         def summed(t):  # B×Cs×T×H×W -> G×N×groups×(P+1): Taylor features summed over each group's channels
             n = to_nodes(t, self.mode)
-            feats = NF.cgnl_features(n, self.kernel, self.order, self.gamma)
+            feats = NF.cgnl_features(n, self.kernel, self.order, self.gamma, self.beta)
             return feats.reshape(n.shape[0], n.shape[1], self.groups, cg, -1).sum(3)
 
         tq = summed(self.theta(x))[:, query]
-        return torch.einsum("gkp,gmkp->gm", tq, summed(self.pooled(self.phi(x))))
+        return torch.einsum("gkp,gmkp->gm", tq, summed(self.on_keys(self.phi, x)))
 
 
 class CC(NonLocalBase):
@@ -436,26 +501,52 @@ BLOCK_TYPES = {"nl": NL, "ns": NS, "a2": A2, "cgnl": CGNL, "cc": CC, "snl": SNL,
 
 # Which optional arguments each block type takes (others must be left at their defaults).
 TYPE_OPTIONS = {
-    "nl": {"kernel", "norm"},
-    "ns": {"kernel", "norm", "num_stages"},
+    "nl": {"kernel", "norm", "softmax_scale"},
+    "ns": {"kernel", "norm", "num_stages", "softmax_scale"},
     "a2": {"num_descriptors"},
-    "cgnl": {"kernel", "order", "groups"},
+    "cgnl": {"kernel", "order", "groups", "gamma", "beta", "norm_layer"},
     "cc": {"recurrence"},
-    "snl": {"kernel", "norm"},
-    "gsnl": {"kernel", "norm", "order"},
+    "snl": {"kernel", "norm", "output_activation", "a_sign"},
+    "gsnl": {"kernel", "norm", "order", "output_activation", "a_sign"},
+}
+OPTIONAL = set().union(*TYPE_OPTIONS.values())
+
+# Named sets of the options where the papers' text and the released code differ (docs/nonlocal.md).
+# "paper": the formulas as the papers write them (the constructors' defaults). "official": the
+# released code whose checkpoints exist: NL as in the Caffe2 release, PySlowFast and pytorchvideo
+# (biases, Cs^-½ softmax scale, max-pool of the block input before φ and g, floor pooling); SNL /
+# gSNL as in the official SNL code (ReLU after the output BN); CGNL as in the official CGNL code
+# (RBF β = e^{-2γ}, γ = 1e-4, GroupNorm).
+STYLES = ("paper", "official")
+OFFICIAL_OPTIONS = {
+    "nl": dict(bias=True, softmax_scale=True, pool_at="input", pool_ceil_mode=False),
+    "snl": dict(output_activation="relu"),
+    "gsnl": dict(output_activation="relu"),
+    "cgnl": dict(gamma=1e-4, beta="constant", norm_layer="group"),
 }
 
 
-def build_nonlocal_block(block_type: str, dim: int, **kwargs) -> NonLocalBase:
-    """Construct a block by name with plain arguments. Options the type does not take raise
-    ValueError naming both (pass None to leave an option at the type's default)."""
+def style_options(block_type: str, style: str) -> dict:
+    """The constructor arguments that ``style`` sets for ``block_type``."""
+    if style not in STYLES:
+        raise ValueError(f"nonlocal style must be one of {STYLES}, got {style!r}")
+    if style == "paper":
+        return {}
+    if block_type not in OFFICIAL_OPTIONS:
+        raise ValueError(f"nonlocal type {block_type!r} has no official code to follow; style 'official' is "
+                         f"defined for {sorted(OFFICIAL_OPTIONS)} (use style 'paper')")
+    return dict(OFFICIAL_OPTIONS[block_type])
+
+
+def build_nonlocal_block(block_type: str, dim: int, *, style: str = "paper", **kwargs) -> NonLocalBase:
+    """Construct a block by name with plain arguments: ``style``'s options (``STYLES``), then
+    ``kwargs`` (None leaves an option to the style or the type's default). Options the type
+    does not take raise ValueError naming both."""
     if block_type not in BLOCK_TYPES:
         raise ValueError(f"unknown nonlocal block type {block_type!r}; choose one of {sorted(BLOCK_TYPES)}")
-    optional = {"kernel", "norm", "order", "groups", "recurrence", "num_stages", "num_descriptors"}
-    for key in optional & set(kwargs):
-        if kwargs[key] is None:
-            kwargs.pop(key)
-        elif key not in TYPE_OPTIONS[block_type]:
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    for key in OPTIONAL & set(kwargs):
+        if key not in TYPE_OPTIONS[block_type]:
             raise ValueError(f"nonlocal type {block_type!r} does not take option {key!r} (got {kwargs[key]!r}); "
                              f"it takes {sorted(TYPE_OPTIONS[block_type]) or 'none'}")
-    return BLOCK_TYPES[block_type](dim, **kwargs)
+    return BLOCK_TYPES[block_type](dim, **{**style_options(block_type, style), **kwargs})

@@ -319,10 +319,13 @@ def double_attention_fast(gather_logits, distribute_logits, z):
 # ----------------------------------------------------------------------------------------------
 # CGNL: channels as nodes, kernel on scalars, Taylor features (seed 001 Eq. 9-12)
 # ----------------------------------------------------------------------------------------------
+CGNL_BETAS = ("exact", "constant")
+
+
 def cgnl_taylor_coefficients(kernel: str, order: int, gamma: float = 1.0) -> list[float]:
     """α_p² of f(a, b) ≈ Σ_{p=0}^{P} α_p² (a b)^p. dot: only p=1. embedded_gaussian: exp(ab),
-    α_p² = 1/p!. gaussian: exp(-γ(a-b)²) = e^{-γa²} e^{-γb²} Σ (2γ)^p/p! (ab)^p (the e^{-γa²}
-    factors are applied to the features, see ``cgnl_features``)."""
+    α_p² = 1/p!. gaussian: exp(-γ(a-b)²) = β Σ (2γ)^p/p! (ab)^p with β = e^{-γa²} e^{-γb²} (seed 001
+    Eq. 10; β is applied to the features, see ``cgnl_features``)."""
     if kernel == "dot":
         return [0.0, 1.0]
     if kernel == "embedded_gaussian":
@@ -332,30 +335,44 @@ def cgnl_taylor_coefficients(kernel: str, order: int, gamma: float = 1.0) -> lis
     raise ValueError(f"CGNL kernel must be dot, embedded_gaussian or gaussian, got {kernel!r}")
 
 
-def cgnl_features(x: torch.Tensor, kernel: str, order: int, gamma: float = 1.0) -> torch.Tensor:
-    """Taylor feature map: x (G×L) -> G×L×(P+1) with f(a, b) ≈ feat(a)·feat(b)."""
+def _check_beta(beta: str) -> None:
+    if beta not in CGNL_BETAS:
+        raise ValueError(f"CGNL beta must be one of {CGNL_BETAS}, got {beta!r}")
+
+
+def cgnl_features(x: torch.Tensor, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact") -> torch.Tensor:
+    """Taylor feature map: x (G×L) -> G×L×(P+1) with f(a, b) ≈ feat(a)·feat(b). For the Gaussian
+    RBF, ``beta`` "exact" applies e^{-γa²} to each feature (β = e^{-γ(a²+b²)}), "constant" the
+    constant β = e^{-2γ} of seed 001 (exact for unit-norm inputs; the official code)."""
+    _check_beta(beta)
     coef = cgnl_taylor_coefficients(kernel, order, gamma)
     feats = torch.stack([math.sqrt(c) * x ** p for p, c in enumerate(coef)], dim=-1)
     if kernel == "gaussian":
-        feats = feats * torch.exp(-gamma * x * x).unsqueeze(-1)
+        feats = feats * (torch.exp(-gamma * x * x).unsqueeze(-1) if beta == "exact" else math.exp(-gamma))
     return feats
 
 
-def cgnl_dense(theta, phi, g, kernel: str, order: int, gamma: float = 1.0):
+def cgnl_dense(theta, phi, g, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact"):
     """theta G×L, phi and g G×L' (L = N·Cg flattened channels-and-positions of a group) ->
     G×L: the L×L' truncated-kernel matrix times g, built explicitly."""
+    _check_beta(beta)
     coef = cgnl_taylor_coefficients(kernel, order, gamma)
     prod = theta.unsqueeze(-1) * phi.unsqueeze(-2)
     m = sum(c * prod ** p for p, c in enumerate(coef) if c)
-    if kernel == "gaussian":
+    if kernel == "gaussian" and beta == "exact":
         m = m * torch.exp(-gamma * theta * theta).unsqueeze(-1) * torch.exp(-gamma * phi * phi).unsqueeze(-2)
+    elif kernel == "gaussian":
+        m = m * math.exp(-2 * gamma)
     return (m @ g.unsqueeze(-1)).squeeze(-1)
 
 
-def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0):
-    """Θ (Φᵀ g) with (P+1)-dim Taylor features: O(L·(P+1))."""
-    s = (cgnl_features(phi, kernel, order, gamma) * g.unsqueeze(-1)).sum(-2)  # G×(P+1)
-    return (cgnl_features(theta, kernel, order, gamma) * s.unsqueeze(-2)).sum(-1)
+def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact"):
+    """Θ (Φᵀ g) with (P+1)-dim Taylor features: O(L·(P+1)). The dot kernel (P = 1, α_0 = 0)
+    is θ (φᵀ g) directly."""
+    if kernel == "dot":
+        return theta * (phi * g).sum(-1, keepdim=True)
+    s = (cgnl_features(phi, kernel, order, gamma, beta) * g.unsqueeze(-1)).sum(-2)  # G×(P+1)
+    return (cgnl_features(theta, kernel, order, gamma, beta) * s.unsqueeze(-2)).sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------
