@@ -24,6 +24,7 @@ from conftest import ROOT
 
 TINY = {  # arch: (depth, extra overrides, input T)
     "c2d": (18, [], 4), "i3d": (50, [], 4), "resnet2d": (18, [], 1), "preresnet": (20, [], 1),
+    "preresnet_snl_code": (56, [], 1),
     "resnet3d": (18, [], 4), "p3d": (63, [], 4), "mars": (50, ["RESNET.CARDINALITY", "4"], 4),
     "vtn": (18, ["VTN.DIM", "16", "VTN.NUM_HEADS", "2", "VTN.NUM_LAYERS", "1"], 4),
 }
@@ -37,7 +38,7 @@ def params(m):
 @pytest.mark.parametrize("with_nl", [False, True])
 def test_every_architecture_from_config_forward_backward(arch, with_nl):
     depth, extra, t = TINY[arch]
-    loc = "[[1], [], []]" if arch == "preresnet" else "[[], [1], [], []]"
+    loc = "[[1], [], []]" if arch.startswith("preresnet") else "[[], [1], [], []]"
     opts = ["MODEL.ARCH", arch, "RESNET.DEPTH", str(depth), "RESNET.BASE_WIDTH", "32" if arch == "mars" else "4",
             "MODEL.NUM_CLASSES", "3", "NONLOCAL.TYPE", "snl"] + extra + (["NONLOCAL.LOCATION", loc] if with_nl else [])
     model = build_model(load_config(None, opts))

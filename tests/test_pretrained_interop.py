@@ -466,3 +466,20 @@ def test_convert_checkpoint_writes_a_vidnl_checkpoint(tmp_path):
     state = load_checkpoint_file(str(out))["model_state"]
     assert torch.equal(state["res3.blocks.0.conv1.weight"], torch.load(src)["model_state"][
         "blocks.3.res_blocks.0.branch2.conv_a.weight"])
+
+
+@pytest.mark.parametrize("keys,fmt", [
+    (["stem.0.weight", "res2.blocks.0.conv1.weight"], "vidnl"),
+    (["backbone.conv1.weight", "backbone.layer1.0.conv1.weight", "classifier.weight"], "vidnl"),  # vidnl re-ID
+    (["backbone.conv1.conv.weight", "backbone.layer1.0.conv1.conv.weight", "cls_head.fc_cls.weight"], "mmaction2"),
+    (["s1.pathway0_stem.conv.weight", "head.projection.weight"], "pyslowfast"),
+    (["blocks.0.conv.weight", "blocks.1.res_blocks.0.branch2.conv_a.weight"], "pytorchvideo"),
+    (["conv1_w", "res2_0_branch2a_w", "nonlocal_conv3_1_theta_w"], "caffe2"),
+    (["conv1.weight", "layer1.0.conv1.weight", "fc.weight"], "torchvision"),
+    (["conv1.weight", "layer1.0.conv1.weight", "layer3.5.stages.0.w_1.weight"], "snl_official"),
+    (["conv1.weight", "layer1.0.conv1.weight", "layer3.5.z.weight"], "cgnl_official"),
+    (["encoder.weight"], "unknown")])
+def test_layout_detection(keys, fmt):
+    from vidnl.models.weight_formats import detect_format
+
+    assert detect_format(dict.fromkeys(keys)) == fmt

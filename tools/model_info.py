@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from vidnl.config import load_config  # noqa: E402
 from vidnl.errors import VidnlUserError  # noqa: E402
 
-IMAGE_ARCHS = ("resnet2d", "preresnet")
+IMAGE_ARCHS = ("resnet2d", "preresnet", "preresnet_snl_code")
 
 
 def main(argv=None) -> int:

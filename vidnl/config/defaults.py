@@ -152,7 +152,7 @@ _C.MODEL.TASK = "classification"
 # temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1),
 # "resnet3d" (Hara et al.'s 3D-ResNet / ResNeXt, kxkxk kernels), "p3d" (Pseudo-3D ResNet),
 # "mars" (RGB ResNeXt with a flow teacher), "vtn" (2D ResNet + transformer), "resnet2d" and
-# "preresnet" (images as T=1 clips), plus models registered by other modules (e.g. "resnet50tp").
+# "preresnet", "preresnet_snl_code" (images as T=1 clips), plus models registered by other modules (e.g. "resnet50tp").
 _C.MODEL.ARCH = "i3d"
 # Number of classes of the classifier.
 _C.MODEL.NUM_CLASSES = 400

@@ -30,7 +30,8 @@ ALLOWED_VALUES = {
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
     "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2",
-                             "snl_official", "cgnl_official"),  # = vidnl.models.weight_formats.FORMATS
+                             "snl_official", "cgnl_official", "bearpaw_preresnet", "snl_code_preresnet",
+                             "reid_resnet50tp", "p3d_official"),  # = vidnl.models.weight_formats.FORMATS
     "MODEL.INFLATE": ("mean", "center"),
     "RESNET.INFLATE_CONV": ("1x1", "3x3"),
     "VTN.ATTENTION": ("mha", "snl", "nl"),

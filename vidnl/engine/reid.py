@@ -222,8 +222,8 @@ class ReIDTrainer:
             logger.info("backbone initialised from REID.PRETRAINED=%s", cfg.REID.PRETRAINED)
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-            load_weights(self.model, path, allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH,
-                         skip=cfg.TRAIN.CHECKPOINT_SKIP)
+            load_weights(self.model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE,
+                         allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH, skip=cfg.TRAIN.CHECKPOINT_SKIP)
             logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s", path)
         return RunState()
 
@@ -351,7 +351,7 @@ def test_split(cfg, split_id: int | None = None) -> dict:
     model = build_reid_model(cfg, data.num_train_pids)
     path = _test_weights(cfg)
     logger.info("testing weights from %s", path)
-    load_weights(model, path)
+    load_weights(model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
     model.to(device)
     res = evaluate_reid(model, data, cfg, device)
     ranks = list(cfg.REID.RANKS)

@@ -156,6 +156,21 @@ def _preresnet(cfg: CfgNode) -> nn.Module:
     return _with_nonlocal(cfg, model)
 
 
+# The SNL authors' CIFAR bottleneck PreResNets by their names: "preresnet56" = [9, 9, 9], "110" = [18]*3.
+SNL_CODE_PRERESNET_BLOCKS = {56: (9, 9, 9), 110: (18, 18, 18)}
+
+
+@register_model("preresnet_snl_code", _depth_stages(SNL_CODE_PRERESNET_BLOCKS, ("res1", "res2", "res3")))
+def _preresnet_snl_code(cfg: CfgNode) -> nn.Module:
+    """The bottleneck PreResNet of the SNL authors' classification code (seed 000 Tables 2-5)."""
+    from .preresnet import PreResNetBottleneckCifar
+
+    model = PreResNetBottleneckCifar(blocks=SNL_CODE_PRERESNET_BLOCKS[cfg.RESNET.DEPTH][0],
+                                     num_classes=cfg.MODEL.NUM_CLASSES, base_width=cfg.RESNET.BASE_WIDTH,
+                                     in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dropout=cfg.MODEL.DROPOUT_RATE)
+    return _with_nonlocal(cfg, model)
+
+
 @register_model("resnet3d", _depth_stages(RESNET3D_BLOCKS))
 def _resnet3d(cfg: CfgNode) -> nn.Module:
     """Hara et al.'s 3D-ResNet (RESNET.CARDINALITY 1) or 3D-ResNeXt (e.g. 32)."""
@@ -187,7 +202,8 @@ def _mars(cfg: CfgNode) -> nn.Module:
     if cfg.MODEL.MARS_FLOW_CHECKPOINT:
         from ..engine.checkpoint import load_weights
 
-        load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT, fmt="auto")
+        # the teacher's classifier is never used (it may have other classes): not loaded
+        load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT, fmt="auto", skip=("head.*",))
         model.freeze_teacher()
     return _with_nonlocal(cfg, model)
 

@@ -6,6 +6,15 @@ P3D-A (S then T), P3D-B (S and T in parallel, summed), P3D-C (S, then S + T(S)).
 2D bottlenecks, as in the paper: P3D-199 is ResNet-152 with its 47 res2-res4 units made P3D
 (152 + 47 layers), P3D-131 comes from ResNet-101 and P3D-63 from ResNet-50.
 
+The layout is that of Qiu et al.'s released model (the PyTorch port of their Caffe P3D-199,
+qijiezhao/pseudo-3d-pytorch): the spatial stride sits in the first 1×1×1 conv of a block; the
+stem max-pool is 2×3×3 with stride 2 in time too; a 2×1×1 max-pool (stride 2) follows res2, res3
+and res4, so a 16-frame clip reaches res5 at T = 1, where the blocks are 2D (here 1×k×k, the
+same on T = 1, frame by frame otherwise); head: average pool, dropout 0.5, linear. For 16×160²
+the stages give 8×40² (stem), 4×40² (res2 + pool), 2×20², 1×10², 1×5². The temporal pools round
+up (``ceil_mode``), which equals the released floor pooling for even T and lets clips shorter
+than 16 frames through.
+
 Input B×C×T×H×W; logits B×num_classes. SNL "right before the last residual block of res3"
 (seed 000 Table 8) is NONLOCAL.LOCATION [[], [6], [], []] for P3D-199 (res3 has 8 blocks).
 """
@@ -28,7 +37,9 @@ def _conv_bn_relu(cin, cout, kernel, stride, padding):
 
 
 class P3DBottleneck(nn.Module):
-    """1×1×1 reduce, the P3D-``kind`` S/T pair (or a 1×3×3 conv for ``kind=None``), 1×1×1 expand."""
+    """1×1×1 reduce (with the spatial stride), the P3D-``kind`` S/T pair (or a 1×3×3 conv for
+    ``kind=None``), 1×1×1 expand; shortcut 1×1×1 conv + BN with the same stride where the shape
+    changes."""
 
     expansion = 4
 
@@ -36,11 +47,10 @@ class P3DBottleneck(nn.Module):
         super().__init__()
         out_ch = width * self.expansion
         self.kind = kind
-        self.reduce = _conv_bn_relu(in_ch, width, 1, 1, 0)
-        self.spatial = _conv_bn_relu(width, width, (1, 3, 3), (1, stride, stride), (0, 1, 1))
+        self.reduce = _conv_bn_relu(in_ch, width, 1, (1, stride, stride), 0)
+        self.spatial = _conv_bn_relu(width, width, (1, 3, 3), 1, (0, 1, 1))
         if kind is not None:
-            t_stride = (1, stride, stride) if kind == "B" else 1
-            self.temporal = _conv_bn_relu(width, width, (3, 1, 1), t_stride, (1, 0, 0))
+            self.temporal = _conv_bn_relu(width, width, (3, 1, 1), 1, (1, 0, 0))
         self.expand = nn.Conv3d(width, out_ch, 1, bias=False)
         self.bn = nn.BatchNorm3d(out_ch)
         self.relu = nn.ReLU(inplace=True)
@@ -79,7 +89,7 @@ class P3DResNet(nn.Module):
             raise ValueError(f"RESNET.DEPTH {depth} is not available for P3D; choose one of {sorted(P3D_BLOCKS)}")
         self.stem = nn.Sequential(
             nn.Conv3d(in_channels, base_width, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False),
-            nn.BatchNorm3d(base_width), nn.ReLU(inplace=True), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+            nn.BatchNorm3d(base_width), nn.ReLU(inplace=True), nn.MaxPool3d((2, 3, 3), 2, (0, 1, 1)))
         in_ch, unit = base_width, 0
         stages = []
         for s, n in enumerate(P3D_BLOCKS[depth]):
@@ -92,7 +102,9 @@ class P3DResNet(nn.Module):
                 in_ch = width * P3DBottleneck.expansion
             stages.append(ResStage(blocks, in_ch))
         self.res2, self.res3, self.res4, self.res5 = stages
-        self.pool2 = nn.MaxPool3d((3, 1, 1), (2, 1, 1), (1, 0, 0)) if temporal_pool else nn.Identity()
+        # after res2, res3 and res4
+        self.temporal_pools = nn.ModuleList(
+            nn.MaxPool3d((2, 1, 1), (2, 1, 1), ceil_mode=True) if temporal_pool else nn.Identity() for _ in range(3))
         self.num_features = in_ch
         self.head = ClassificationHead(in_ch, num_classes, dropout)
         for m in self.modules():
@@ -104,8 +116,10 @@ class P3DResNet(nn.Module):
         return [self.res2, self.res3, self.res4, self.res5]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool2(self.res2(self.stem(x)))
-        return self.res5(self.res4(self.res3(x)))
+        x = self.stem(x)
+        for stage, pool in zip(self.stages[:3], self.temporal_pools):
+            x = pool(stage(x))
+        return self.res5(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))

@@ -13,6 +13,10 @@ A layout is detected from the key names (``detect_format``) or named by MODEL.WE
 | mmaction2     | mmaction2 recognizers (ResNet3d backbone, mmcv NonLocal3d)    | ``backbone.layer2.1.non_local_block.g.0.conv.weight`` |
 | snl_official  | the official SNL code (block inside ``layerN``)               | ``layer3.5.stages.0.w_1.weight`` |
 | cgnl_official | the official CGNL code (block inside ``layerN``)              | ``layer3.5.z.weight`` |
+| bearpaw_preresnet | bearpaw/pytorch-classification CIFAR PreResNet            | ``layer2.0.downsample.0.weight``, ``bn.weight`` |
+| snl_code_preresnet | the SNL code's CIFAR bottleneck PreResNet (block inside ``layerN``) | ``conv.weight``, ``fc1.weight``, ``layer1.2.t.weight`` |
+| reid_resnet50tp | Video-Person-ReID ResNet50tp (torchvision children as ``base.N``) | ``base.4.0.conv1.weight`` |
+| p3d_official  | Qiu et al.'s P3D (qijiezhao/pseudo-3d-pytorch), 2D res5          | ``conv1_custom.weight``, ``layer1.0.conv4.weight`` |
 
 In the official SNL / CGNL ResNets the block is an element of ``layerN`` inserted before
 residual block i, so the residual blocks after it are shifted by one; the map undoes the shift
@@ -25,7 +29,8 @@ import re
 from typing import Callable
 
 FORMATS = ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2", "snl_official",
-           "cgnl_official")
+           "cgnl_official", "bearpaw_preresnet", "snl_code_preresnet", "reid_resnet50tp", "p3d_official")
+DROP = ""  # what a key map returns for a tensor the source saved but never used (dropped, reported)
 
 # Caffe2 blobs that are training state, not weights.
 CAFFE2_SKIP = re.compile(r"(.*_momentum|lr|model_iter)")
@@ -36,8 +41,8 @@ def detect_format(state: dict) -> str:
     keys = set(state)
     if any(k.startswith(("stem.", "res2.", "res1.", "rgb.")) for k in keys):
         return "vidnl"
-    if any(k.startswith("backbone.layer") or k.startswith("backbone.conv1.conv") for k in keys):
-        return "mmaction2"
+    if any(re.fullmatch(r"backbone\.(conv1|layer\d\.\d+\.(conv\d|downsample))\.conv\.weight", k) for k in keys):
+        return "mmaction2"  # ConvModule names (…conv1.conv.weight); a vidnl re-ID backbone has …conv1.weight
     if any(k.startswith("backbone.") for k in keys):
         return "vidnl"
     if any(k.startswith("s1.pathway0_stem") for k in keys):
@@ -46,6 +51,14 @@ def detect_format(state: dict) -> str:
         return "pytorchvideo"
     if "conv1_w" in keys or any(k.startswith(("res2_0_branch2a", "nonlocal_conv")) for k in keys):
         return "caffe2"
+    if "conv1_custom.weight" in keys:
+        return "p3d_official"
+    if any(k.startswith("base.4.") for k in keys):
+        return "reid_resnet50tp"
+    if {"conv.weight", "fc1.weight", "fc2.weight"} <= keys:
+        return "snl_code_preresnet"
+    if {"conv1.weight", "bn.weight"} <= keys and "bn1.weight" not in keys:
+        return "bearpaw_preresnet"
     if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
         if any(re.match(r"layer\d\.\d+\.stages\.0\.w_1\.", k) for k in keys):
             return "snl_official"
@@ -178,31 +191,87 @@ def _pytorchvideo_map(state: dict) -> Callable[[str], str | None]:
     return key
 
 
-def _official_block_map(state: dict, block_parts: dict[str, str]) -> Callable[[str], str | None]:
-    """Official SNL / CGNL ResNets: torchvision names, with the nonlocal block as an element
-    ``layerN.i`` (recognised by its own parameter names) before residual block i."""
+def _official_block_map(state: dict, block_parts: dict[str, str], first_stage: int = 2,
+                        outside: Callable[[str], str | None] = None,
+                        inside: Callable[[str], str] = lambda rest: rest) -> Callable[[str], str | None]:
+    """ResNets of the official SNL / CGNL codes: the nonlocal block is an element ``layerN.i``
+    (recognised by its own parameter names) before residual block i. ``layerN`` is vidnl stage
+    ``res{N + first_stage - 1}``; ``outside`` maps the other keys (default: torchvision names),
+    ``inside`` renames a residual block's own parameters."""
+    outside = outside or torchvision_key
+
     def is_block_param(rest: str) -> bool:
         return any(rest.startswith(p + ".") for p in block_parts)
 
     block_keys = {(int(m.group(1)), int(m.group(2))) for k in state
                   if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", k)) and is_block_param(m.group(3))}
-    nl_at = {}  # layer -> sorted positions of nonlocal blocks
+    nl_at = {}  # layer -> positions of nonlocal blocks
     for layer, pos in block_keys:
         nl_at.setdefault(layer, []).append(pos)
 
     def key(k: str) -> str | None:
         m = re.fullmatch(r"layer(\d)\.(\d+)\.(.+)", k)
         if not m:
-            return torchvision_key(k)
+            return outside(k)
         layer, pos, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        stage = layer + first_stage - 1
         before = sum(p < pos for p in nl_at.get(layer, []))
         if (layer, pos) in block_keys:
             for theirs, ours in block_parts.items():
                 if rest.startswith(theirs + "."):
-                    return f"res{layer + 1}.nonlocal_blocks.{pos - before - 1}.{ours}{rest[len(theirs):]}"
+                    return f"res{stage}.nonlocal_blocks.{pos - before - 1}.{ours}{rest[len(theirs):]}"
             return None
-        return f"res{layer + 1}.blocks.{pos - before}.{rest}"
+        return f"res{stage}.blocks.{pos - before}.{inside(rest)}"
     return key
+
+
+def bearpaw_preresnet_key(k: str) -> str | None:
+    """bearpaw/pytorch-classification ``preresnet`` (CIFAR) -> vidnl ``preresnet``."""
+    if re.fullmatch(r"(conv1|bn|fc)\.\w+", k):
+        return k
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(bn1|conv1|bn2|conv2|downsample\.0)\.(\w+)", k)
+    if m:
+        part = "shortcut" if m.group(3) == "downsample.0" else m.group(3)
+        return f"res{m.group(1)}.blocks.{m.group(2)}.{part}.{m.group(4)}"
+    return None
+
+
+def _snl_code_preresnet_outside(k: str) -> str | None:
+    """Stem and head of the SNL code's CIFAR PreResNet; its training script also saves an unused
+    ``conv1`` and ``fc`` (dropped)."""
+    m = re.fullmatch(r"(conv|bn1|fc1|bn2|fc2|conv1|fc)\.(\w+)", k)
+    if not m:
+        return None
+    ours = {"conv": "conv1", "bn1": "head_bn1", "fc1": "head_conv", "bn2": "head_bn2", "fc2": "fc"}
+    return f"{ours[m.group(1)]}.{m.group(2)}" if m.group(1) in ours else DROP
+
+
+_P3D_PARTS = {"conv1": "reduce.0", "bn1": "reduce.1", "conv2": "spatial.0", "bn2": "spatial.1", "conv3": "temporal.0",
+              "bn3": "temporal.1", "conv4": "expand", "bn4": "bn", "conv_normal": "spatial.0", "bn_normal": "spatial.1",
+              "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+
+
+def p3d_official_key(k: str) -> str | None:
+    """Qiu et al.'s P3D (PyTorch port) -> vidnl p3d; res5's 2D kernels are taken as 1×k×k."""
+    m = re.fullmatch(r"(conv1_custom|bn1)\.(\w+)", k)
+    if m:
+        return f"stem.{0 if m.group(1) == 'conv1_custom' else 1}.{m.group(2)}"
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|bn\d|conv_normal|bn_normal|downsample\.[01])\.(\w+)", k)
+    if m and m.group(3) in _P3D_PARTS:
+        return f"res{int(m.group(1)) + 1}.blocks.{m.group(2)}.{_P3D_PARTS[m.group(3)]}.{m.group(4)}"
+    return "head." + k if k in ("fc.weight", "fc.bias") else None
+
+
+def reid_resnet50tp_key(k: str) -> str | None:
+    """Video-Person-ReID ResNet50tp (``base`` = torchvision ResNet-50 children) -> vidnl resnet50tp."""
+    m = re.fullmatch(r"base\.([01])\.(\w+)", k)
+    if m:
+        return f"backbone.{'conv1' if m.group(1) == '0' else 'bn1'}.{m.group(2)}"
+    m = re.fullmatch(r"base\.([4-7])\.(.+)", k)
+    if m:
+        return f"backbone.layer{int(m.group(1)) - 3}.{m.group(2)}"
+    m = re.fullmatch(r"classifier\.(weight|bias)", k)
+    return k if m else None
 
 
 SNL_OFFICIAL_PARTS = {"t": "theta", "p": "phi", "stages.0.g": "g", "stages.0.w_1": "out_proj.0",
@@ -217,13 +286,19 @@ KEY_MAPS: dict[str, Callable[[dict], Callable[[str], str | None]]] = {
     "pytorchvideo": _pytorchvideo_map,
     "snl_official": lambda state: _official_block_map(state, SNL_OFFICIAL_PARTS),
     "cgnl_official": lambda state: _official_block_map(state, CGNL_OFFICIAL_PARTS),
+    "bearpaw_preresnet": lambda state: bearpaw_preresnet_key,
+    "snl_code_preresnet": lambda state: _official_block_map(
+        state, SNL_OFFICIAL_PARTS, first_stage=1, outside=_snl_code_preresnet_outside,
+        inside=lambda rest: rest.replace("downsample.", "shortcut.", 1)),
+    "reid_resnet50tp": lambda state: reid_resnet50tp_key,
+    "p3d_official": lambda state: p3d_official_key,
 }
 
 
 def rename_state(state: dict, fmt: str) -> tuple[dict, list[str]]:
     """``state`` with vidnl key names, and the keys of ``state`` that the layout does not map
     (kept under their own names, so loading reports them as unexpected). Caffe2 training blobs
-    (momenta, lr, iteration) are dropped."""
+    (momenta, lr, iteration) and tensors a layout saves but never uses (``DROP``) are dropped."""
     if fmt not in FORMATS or fmt == "auto":
         raise ValueError(f"MODEL.WEIGHTS_FORMAT must be one of {FORMATS[1:]} here, got {fmt!r}")
     if fmt == "vidnl":
@@ -234,6 +309,8 @@ def rename_state(state: dict, fmt: str) -> tuple[dict, list[str]]:
         if fmt == "caffe2" and CAFFE2_SKIP.fullmatch(k):
             continue
         new = key(k)
+        if new == DROP:
+            continue
         if new is None:
             unmapped.append(k)
             new = k
