@@ -239,3 +239,28 @@ def test_video_person_reid_resnet50tp_checkpoint_loads(tmp_path):
     x = torch.randn(2, 3, 2, 64, 32, dtype=torch.float64)
     with torch.no_grad():
         assert (src(x) - dst.double().eval()(x)).abs().max().item() < 1e-12
+
+
+def test_hara_shortcut_a_checkpoint_loads_and_matches_a_reference(tmp_path):
+    """Shortcut A (Hara et al. v1 ResNet-18/34): avg_pool3d(x, 1, stride) with zero channels appended."""
+    from vidnl.models.resnet3d import ResNet3D
+
+    src = _randomise(ResNet3D(depth=18, num_classes=5, base_width=8, shortcut="A"))
+    state = _hara_state(src)
+    assert not any("downsample" in k for k in state)
+    torch.save({"state_dict": state, "arch": "resnet-18"}, tmp_path / "resnet-18-kinetics.pth")
+    from vidnl.engine.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="downsample"):
+        load_weights(ResNet3D(depth=18, num_classes=5, base_width=8), str(tmp_path / "resnet-18-kinetics.pth"),
+                     fmt="auto")
+    dst = ResNet3D(depth=18, num_classes=5, base_width=8, shortcut="A")
+    load_weights(dst, str(tmp_path / "resnet-18-kinetics.pth"), fmt="auto")
+    x = torch.randn(1, 8, 4, 6, 6, dtype=torch.float64)
+    block = src.res3.blocks[0]
+    ref = F.avg_pool3d(x, 1, 2)
+    ref = torch.cat([ref, torch.zeros(1, 8, *ref.shape[2:], dtype=ref.dtype)], 1)
+    with torch.no_grad():
+        assert torch.equal(block.downsample(x), ref)
+        clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
+        assert (src(clip) - dst.double().eval()(clip)).abs().max().item() < 1e-12

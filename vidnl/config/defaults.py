@@ -207,6 +207,9 @@ _C.RESNET.INFLATE = []
 # Which conv of an inflated bottleneck gets the temporal kernel: "1x1" (3x1x1, I3D 3x1x1 of
 # seed 004, the released models) or "3x3" (3x3x3, I3D 3x3x3 of seed 004 Table 2e).
 _C.RESNET.INFLATE_CONV = "1x1"
+# resnet3d: shortcut where the shape changes, "B" (1x1x1 conv + BN) or "A" (subsample, zero-pad the
+# new channels; no parameters: Hara et al.'s v1 ResNet-18/34 Kinetics checkpoints).
+_C.RESNET.SHORTCUT = "B"
 # Zero-initialise the last BN of each residual block (the block starts as identity).
 _C.RESNET.ZERO_INIT_FINAL_BN = True
 

@@ -34,6 +34,7 @@ ALLOWED_VALUES = {
                              "reid_resnet50tp", "p3d_official"),  # = vidnl.models.weight_formats.FORMATS
     "MODEL.INFLATE": ("mean", "center"),
     "RESNET.INFLATE_CONV": ("1x1", "3x3"),
+    "RESNET.SHORTCUT": ("A", "B"),
     "VTN.ATTENTION": ("mha", "snl", "nl"),
     "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),

@@ -178,7 +178,8 @@ def _resnet3d(cfg: CfgNode) -> nn.Module:
 
     model = ResNet3D(depth=cfg.RESNET.DEPTH, num_classes=cfg.MODEL.NUM_CLASSES, base_width=cfg.RESNET.BASE_WIDTH,
                      in_channels=cfg.DATA.INPUT_CHANNEL_NUM, cardinality=cfg.RESNET.CARDINALITY,
-                     dropout=cfg.MODEL.DROPOUT_RATE, zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN)
+                     dropout=cfg.MODEL.DROPOUT_RATE, zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN,
+                     shortcut=cfg.RESNET.SHORTCUT)
     return _with_nonlocal(cfg, model)
 
 

@@ -3,7 +3,8 @@
 This is the "I3D following Hara et al." of seed 000 Table 7 and, as ResNeXt-101, the backbone of
 MARS. Stem: 7×7×7 conv (stride 1×2×2) and 3×3×3 max-pool (stride 2); stages res2..res5 with
 stride 2 in time and space from res3 on; shortcut type B (1×1×1 conv + BN when the shape
-changes). Input B×C×T×H×W; logits B×num_classes.
+changes; ``shortcut="A"``, zero-padded subsampling without parameters, is the shortcut of their v1
+ResNet-18/34 Kinetics checkpoints). Input B×C×T×H×W; logits B×num_classes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,26 @@ RESNET3D_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3,
                    152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
 
 
-def _shortcut_b(in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
+class ShortcutA(nn.Module):
+    """Hara et al.'s parameter-free shortcut "A": subsample by ``stride`` and pad the new channels
+    with zeros (their v1 ResNet-18/34 Kinetics models). B×C×T×H×W -> B×out×T'×H'×W'."""
+
+    def __init__(self, out_ch: int, stride: int):
+        super().__init__()
+        self.out_ch, self.stride = out_ch, stride
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride, ::self.stride]
+        return torch.cat([x, x.new_zeros(x.shape[0], self.out_ch - x.shape[1], *x.shape[2:])], 1)
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, kind: str = "B") -> nn.Module | None:
+    """None (identity), type B (1×1×1 conv + BN) or type A (subsample and zero channels) where the
+    shape changes."""
     if stride == 1 and in_ch == out_ch:
         return None
+    if kind == "A":
+        return ShortcutA(out_ch, stride)
     return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm3d(out_ch))
 
 
@@ -31,14 +49,14 @@ class BasicBlock3D(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, shortcut: str = "B"):
         super().__init__()
         self.conv1 = nn.Conv3d(in_ch, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
         self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut_b(in_ch, planes, stride)
+        self.downsample = _shortcut(in_ch, planes, stride, shortcut)
 
     @property
     def final_bn(self) -> nn.Module:
@@ -58,7 +76,7 @@ class Bottleneck3D(nn.Module):
     variant): width = cardinality · planes / 32, output 2·planes.
     """
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1):
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, shortcut: str = "B"):
         super().__init__()
         if groups > 1:
             width, out_ch = groups * max(1, planes // 32), planes * 2  # at least one channel per group
@@ -72,7 +90,7 @@ class Bottleneck3D(nn.Module):
         self.conv3 = nn.Conv3d(width, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut_b(in_ch, out_ch, stride)
+        self.downsample = _shortcut(in_ch, out_ch, stride, shortcut)
 
     @property
     def final_bn(self) -> nn.Module:
@@ -98,8 +116,10 @@ class ResNet3D(nn.Module):
     stage_names = ("res2", "res3", "res4", "res5")
 
     def __init__(self, *, depth: int = 18, num_classes: int = 400, base_width: int = 64, in_channels: int = 3,
-                 cardinality: int = 1, dropout: float = 0.0, zero_init_final_bn: bool = False):
+                 cardinality: int = 1, dropout: float = 0.0, zero_init_final_bn: bool = False, shortcut: str = "B"):
         super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"RESNET.SHORTCUT must be 'A' or 'B', got {shortcut!r}")
         if depth not in RESNET3D_BLOCKS:
             raise ValueError(f"RESNET.DEPTH {depth} is not available for 3D-ResNets; choose one of "
                              f"{sorted(RESNET3D_BLOCKS)}")
@@ -117,7 +137,7 @@ class ResNet3D(nn.Module):
             blocks = []
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
-                block = (BasicBlock3D if basic else Bottleneck3D)(in_ch, planes, stride, cardinality)
+                block = (BasicBlock3D if basic else Bottleneck3D)(in_ch, planes, stride, cardinality, shortcut)
                 in_ch = planes if basic else block.out_channels
                 blocks.append(block)
             stages.append(ResStage(blocks, in_ch))
