@@ -33,6 +33,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep import common  # noqa: E402
+from vidnl.data.datasets.video_csv import read_text_lines  # noqa: E402
+from vidnl.errors import DatasetError  # noqa: E402
 from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, read_frames  # noqa: E402
 
 
@@ -41,24 +43,23 @@ def parse_csv(path: str, path_prefix: str = "", separator: str = " ") -> list[di
     lines get an ``error`` instead of raising (they are reported as bad)."""
     base = path_prefix or os.path.dirname(os.path.abspath(path))
     out = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.rstrip("\n").rstrip("\r")
-            if not text.strip():
-                continue
-            parts = text.strip().rsplit(separator, 1) if separator != " " else text.strip().rsplit(None, 1)
-            entry = {"line": lineno, "text": text, "raw_path": parts[0].strip(), "label": None, "error": None}
-            entry["path"] = entry["raw_path"] if os.path.isabs(entry["raw_path"]) else os.path.join(base, entry["raw_path"])
-            if len(parts) != 2:
-                entry["error"] = f"malformed line, expected 'path{separator}label': {text!r}"
-            else:
-                try:
-                    entry["label"] = int(parts[1])
-                    if entry["label"] < 0:
-                        raise ValueError
-                except ValueError:
-                    entry["error"] = f"label must be an integer >= 0, got {parts[1]!r}"
-            out.append(entry)
+    for lineno, line in enumerate(read_text_lines(path), 1):  # UTF-8, BOM dropped; else one error
+        text = line.rstrip("\n").rstrip("\r")
+        if not text.strip():
+            continue
+        parts = text.strip().rsplit(separator, 1) if separator != " " else text.strip().rsplit(None, 1)
+        entry = {"line": lineno, "text": text, "raw_path": parts[0].strip(), "label": None, "error": None}
+        entry["path"] = entry["raw_path"] if os.path.isabs(entry["raw_path"]) else os.path.join(base, entry["raw_path"])
+        if len(parts) != 2:
+            entry["error"] = f"malformed line, expected 'path{separator}label': {text!r}"
+        else:
+            try:
+                entry["label"] = int(parts[1])
+                if entry["label"] < 0:
+                    raise ValueError
+            except ValueError:
+                entry["error"] = f"label must be an integer >= 0, got {parts[1]!r}"
+        out.append(entry)
     return out
 
 
@@ -141,7 +142,11 @@ def main(argv=None) -> int:
     out_csv = a.out_csv or stem + "_clean.csv"
     report_path = a.report or stem + "_report.json"
     start = time.time()
-    entries = parse_csv(a.csv, a.path_prefix, a.separator)
+    try:
+        entries = parse_csv(a.csv, a.path_prefix, a.separator)
+    except DatasetError as e:
+        print(f"check_videos: error: {e}", file=sys.stderr)
+        return 2
     jobs = [(e, a.backend, a.full, a.source, a.frame_template) for e in entries]
     results = list(common.parallel_map(_job, jobs, a.workers, "check"))
 

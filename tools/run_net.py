@@ -37,15 +37,19 @@ def main(argv=None) -> int:
         else:
             from vidnl.engine import test, train
 
-        if cfg.TRAIN.ENABLE:
-            train(cfg)
-        if cfg.TEST.ENABLE:
-            results = test(cfg)
-            if "headline" in results:
-                print(f"{results['headline']}; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
-            else:
-                print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} "
-                      f"videos; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
+        from vidnl.engine.output_dir import output_dir_lock, prepare_output_dir
+
+        prepare_output_dir(cfg.OUTPUT_DIR)
+        with output_dir_lock(cfg.OUTPUT_DIR, enabled=int(os.environ.get("RANK", "0")) == 0):
+            if cfg.TRAIN.ENABLE:
+                train(cfg)
+            if cfg.TEST.ENABLE:
+                results = test(cfg)
+                if "headline" in results:
+                    print(f"{results['headline']}; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
+                else:
+                    print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} "
+                          f"videos; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
     except VidnlUserError as e:
         print(f"vidnl: error: {e}", file=sys.stderr)
         return 2

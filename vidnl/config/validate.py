@@ -157,16 +157,24 @@ def _read_yaml_with_base(path: str, seen: tuple = ()) -> dict:
         raise ConfigError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"Config file {path} is not UTF-8 text (line {line}); save it as UTF-8.") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must contain a mapping of keys, got {type(data).__name__}.")
     base = data.pop("_BASE_", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"_BASE_ in {path}: expected the path of another config file (a string), got {base!r}.")
     base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
     merged = _read_yaml_with_base(base_path, seen + (path,))
     _deep_update(merged, data)
@@ -231,6 +239,20 @@ def _registries() -> dict:
             "TEST.DATASET": tuple(sorted(DATASET_REGISTRY))}
 
 
+def _check_finite(node: CfgNode, prefix: str = "") -> None:
+    """Every float in the config is finite (nan / inf pass range checks and crash later)."""
+    import math
+
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, CfgNode):
+            _check_finite(v, key + ".")
+        values = v if isinstance(v, (list, tuple)) else [v]
+        for x in values:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{key}: must be a finite number, got {v!r}.")
+
+
 def validate(cfg: CfgNode) -> None:
     """Check value ranges and cross-key rules of a fully merged config."""
     allowed_values = {**ALLOWED_VALUES, **_registries()}
@@ -242,6 +264,14 @@ def validate(cfg: CfgNode) -> None:
             raise ConfigError(
                 f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}."
             )
+    _check_finite(cfg)
+    if not 0.0 <= cfg.SOLVER.MOMENTUM < 1.0:
+        raise ConfigError(f"SOLVER.MOMENTUM: must be in [0, 1), got {cfg.SOLVER.MOMENTUM!r}.")
+    if cfg.RNG_SEED < 0:
+        raise ConfigError(f"RNG_SEED: must be >= 0, got {cfg.RNG_SEED!r}.")
+    if cfg.DATA.PATH_LABEL_SEPARATOR == "" or cfg.DATA.PATH_LABEL_SEPARATOR in ("\n", "\r"):
+        raise ConfigError(f"DATA.PATH_LABEL_SEPARATOR: must be a non-empty string within a line (e.g. ' ' or ','), "
+                          f"got {cfg.DATA.PATH_LABEL_SEPARATOR!r}.")
     for key in POSITIVE:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key}: must be > 0, got {_get(cfg, key)!r}.")

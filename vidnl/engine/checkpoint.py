@@ -210,12 +210,13 @@ def find_resume_checkpoint(output_dir: str) -> tuple[str, dict] | None:
     return None
 
 
-def extract_model_state(ckpt: dict) -> dict:
+def extract_model_state(ckpt: dict, source: str = "checkpoint") -> dict:
     """The model state dict of a vidnl checkpoint or of a plain state dict (``module.`` and
     ``model.`` prefixes of wrapped models removed)."""
     state = ckpt.get("model_state", ckpt.get("state_dict", ckpt))
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError("no model state dict found (expected 'model_state' or a dict of tensors)")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: no model state dict found (expected 'model_state' or 'state_dict' holding "
+                              f"a dict of tensors, or a dict of tensors)")
     for prefix in ("module.",):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
@@ -287,7 +288,7 @@ def load_weights(model: nn.Module, path: str, *, ckpt: dict | None = None, fmt: 
     ``model``, strictly (see :func:`load_model_weights`). ``fmt`` (MODEL.WEIGHTS_FORMAT)
     converts other layouts and inflates 2D kernels (see ``vidnl.models.inflate``); None takes the
     keys as they are. Returns the key report of :func:`load_model_weights`."""
-    state = extract_model_state(ckpt if ckpt is not None else load_checkpoint_file(path))
+    state = extract_model_state(ckpt if ckpt is not None else load_checkpoint_file(path), path)
     if fmt is not None:
         from ..models.inflate import convert_state_dict
 
@@ -307,7 +308,7 @@ class RunState:
 
 def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> RunState:
     """Resume a run from its checkpoint: model, optimizer, AMP scaler and RNG states."""
-    load_model_weights(model, extract_model_state(ckpt), source=path)
+    load_model_weights(model, extract_model_state(ckpt, path), source=path)
     if ckpt.get("optimizer_state") is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
     if ckpt.get("scaler_state") is not None and scaler.is_enabled():

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..errors import ConfigError
+
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -79,8 +81,8 @@ class GlobalBatchSampler(Sampler[int]):
 
     def __init__(self, dataset_size: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
         if global_batch % world_size:
-            raise ValueError(f"TRAIN.BATCH_SIZE={global_batch} (global) must be divisible by the "
-                             f"{world_size} processes")
+            raise ConfigError(f"TRAIN.BATCH_SIZE={global_batch} (global) must be divisible by the "
+                              f"{world_size} processes")
         self.n, self.global_batch, self.seed = dataset_size, global_batch, seed
         self.rank, self.world = rank, world_size
         self.local = global_batch // world_size

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.loader import build_test_loader
+from ..errors import DatasetError
 from .checkpoint import CheckpointError, list_checkpoints, load_weights
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
@@ -152,7 +153,20 @@ def test(cfg, model: nn.Module | None = None) -> dict:
         f", {results['num_failed']} undecodable videos excluded (listed there)" if results["num_failed"] else "",
         out,
     )
+    _check_decoded(cfg, results, out)
     return results
+
+
+def _check_decoded(cfg, results: dict, predictions_file: str) -> None:
+    """A test in which no video decodes, or more than DATA_LOADER.MAX_BAD_FRACTION fail, is an
+    error (its metrics would describe another test set), after the predictions file is written."""
+    total, failed = results["split_videos"], results["num_failed"]
+    limit = cfg.DATA_LOADER.MAX_BAD_FRACTION
+    if results["num_videos"] == 0 or (total and failed / total > limit):
+        raise DatasetError(
+            f"{failed} of {total} test videos could not be decoded (more than DATA_LOADER.MAX_BAD_FRACTION="
+            f"{limit}); they are listed under failed_videos in {predictions_file}. Check them with "
+            f"python data_prep/check_videos.py <csv>.")
 
 
 __all__ = ["evaluate", "test", "summary"]

@@ -39,6 +39,7 @@ from .checkpoint import (CheckpointError, RunState, atomic_torch_save, find_resu
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .losses import reid_loss
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
+from .run_manifest import check_resume_config
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
 from .setup import autocast_context, get_device, seed_everything
 
@@ -216,6 +217,7 @@ class ReIDTrainer:
             if cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.REID.PRETRAINED:
                 logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH / REID.PRETRAINED (they only "
                             "initialise a new run)", path)
+            check_resume_config(path, ckpt, cfg)
             return restore_run(path, ckpt, self.model, self.optimizer, self.scaler)
         if cfg.REID.PRETRAINED:
             self.model.load_backbone_weights(cfg.REID.PRETRAINED)

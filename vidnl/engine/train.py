@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.datasets import build_dataset
+from ..data.datasets import build_dataset, preflight_split
 from ..data.loader import FailureLog, build_test_loader, build_train_loader
 from ..config import ConfigError
 from ..errors import DatasetError
@@ -38,6 +38,7 @@ from .evaluate import evaluate, summary
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .metrics import topk_correct
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
+from .run_manifest import check_resume_config, write_manifest
 from .setup import autocast_context, get_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
             logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH=%s (that file only "
                         "initialises a new run)", path, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        check_resume_config(path, ckpt, cfg)
         return restore_run(path, ckpt, model, optimizer, scaler)
     if cfg.TRAIN.REQUIRE_CHECKPOINT_FILE and not cfg.TRAIN.CHECKPOINT_FILE_PATH:
         raise ConfigError(
@@ -112,6 +114,8 @@ class Trainer:
         self.amp = cfg.TRAIN.MIXED_PRECISION
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler)
+        if self.main:
+            write_manifest(cfg, self.model)
         n_params = sum(p.numel() for p in self.model.parameters())
         logger.info("model %s-R%d (%.2fM parameters) on %s x %d processes, nonlocal %s at %s", cfg.MODEL.ARCH,
                     cfg.RESNET.DEPTH, n_params / 1e6, self.device, self.world, cfg.NONLOCAL.TYPE,
@@ -120,6 +124,8 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+        if cfg.TEST.ENABLE:
+            preflight_split(cfg.TEST.DATASET, cfg, cfg.TEST.SPLIT)  # its CSV and labels, before any training
         self.sampler = GlobalBatchSampler(len(self.train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, self.rank, self.world)
         self.loader = build_train_loader(cfg, self.train_set, self.sampler)
         self.val_loader = None

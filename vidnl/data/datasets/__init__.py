@@ -25,4 +25,13 @@ def build_dataset(name: str, cfg, split: str, single_view: bool = False):
     return DATASET_REGISTRY[name].from_cfg(cfg, split, single_view=single_view)
 
 
-__all__ = ["ClipConfig", "VideoCSVDataset", "VideoRecord", "read_csv", "DATASET_REGISTRY", "build_dataset"]
+def preflight_split(name: str, cfg, split: str) -> None:
+    """Read a CSV-listed split now (file, encoding, every label in [0, MODEL.NUM_CLASSES)), so a
+    mistake in the test CSV stops the run before training instead of after it. Image datasets are
+    checked when they are built."""
+    if name in DATASET_REGISTRY and issubclass(DATASET_REGISTRY[name], VideoCSVDataset):
+        build_dataset(name, cfg, split)
+
+
+__all__ = ["ClipConfig", "VideoCSVDataset", "VideoRecord", "read_csv", "DATASET_REGISTRY", "build_dataset",
+           "preflight_split"]

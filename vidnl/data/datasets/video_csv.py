@@ -39,28 +39,46 @@ class VideoRecord:
     label: int
 
 
-def read_csv(csv_path: str, path_prefix: str = "", separator: str = " ") -> list[VideoRecord]:
-    """Parse a ``path label`` file. Raises ValueError naming file and line for malformed lines."""
+def read_text_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is dropped); any other encoding is a
+    DatasetError naming the file and the line of the first byte that is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise DatasetError(f"{path}:{lineno}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as "
+                           f"UTF-8") from None
+    return text.splitlines()
+
+
+def read_csv(csv_path: str, path_prefix: str = "", separator: str = " ",
+             num_classes: int | None = None) -> list[VideoRecord]:
+    """Parse a ``path label`` file (UTF-8, BOM allowed). Raises DatasetError naming file and line
+    for malformed lines and for labels outside ``[0, num_classes)``."""
     if not os.path.isfile(csv_path):
         raise DatasetError(f"dataset file not found: {csv_path} (check DATA.PATH_TO_DATA_DIR)")
     base = path_prefix or os.path.dirname(os.path.abspath(csv_path))
     records = []
-    with open(csv_path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(separator, 1) if separator != " " else line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise DatasetError(f"{csv_path}:{lineno}: expected 'path{separator}label', got {line!r}")
-            path, label = parts[0].strip(), parts[1].strip()
-            try:
-                label_int = int(label)
-            except ValueError:
-                raise DatasetError(f"{csv_path}:{lineno}: label must be an integer, got {label!r}") from None
-            if label_int < 0:
-                raise DatasetError(f"{csv_path}:{lineno}: label must be >= 0, got {label_int}")
-            records.append(VideoRecord(path if os.path.isabs(path) else os.path.join(base, path), label_int))
+    for lineno, line in enumerate(read_text_lines(csv_path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.rsplit(separator, 1) if separator != " " else line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise DatasetError(f"{csv_path}:{lineno}: expected 'path{separator}label', got {line!r}")
+        path, label = parts[0].strip(), parts[1].strip()
+        try:
+            label_int = int(label)
+        except ValueError:
+            raise DatasetError(f"{csv_path}:{lineno}: label must be an integer, got {label!r}") from None
+        if label_int < 0:
+            raise DatasetError(f"{csv_path}:{lineno}: label must be >= 0, got {label_int}")
+        if num_classes is not None and label_int >= num_classes:
+            raise DatasetError(f"{csv_path}:{lineno}: label {label_int} is out of range for MODEL.NUM_CLASSES "
+                               f"{num_classes} (labels must be 0..{num_classes - 1})")
+        records.append(VideoRecord(path if os.path.isabs(path) else os.path.join(base, path), label_int))
     if not records:
         raise DatasetError(f"{csv_path}: no videos listed")
     return records
@@ -121,7 +139,7 @@ class VideoCSVDataset(Dataset):
         csv_path = os.path.join(d.PATH_TO_DATA_DIR, f"{split}.csv")
         clip.video_root = d.PATH_PREFIX or os.path.dirname(os.path.abspath(csv_path))
         mode = "train" if split == "train" else "test"
-        return cls(read_csv(csv_path, d.PATH_PREFIX, d.PATH_LABEL_SEPARATOR), mode, clip)
+        return cls(read_csv(csv_path, d.PATH_PREFIX, d.PATH_LABEL_SEPARATOR, cfg.MODEL.NUM_CLASSES), mode, clip)
 
     @property
     def normalizer(self) -> InputNormalizer:
