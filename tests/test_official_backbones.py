@@ -264,3 +264,17 @@ def test_hara_shortcut_a_checkpoint_loads_and_matches_a_reference(tmp_path):
         assert torch.equal(block.downsample(x), ref)
         clip = torch.randn(1, 3, 8, 32, 32, dtype=torch.float64)
         assert (src(clip) - dst.double().eval()(clip)).abs().max().item() < 1e-12
+
+
+def test_official_mars_rgb_checkpoint_loads_into_the_rgb_stream(tmp_path):
+    from vidnl.models.resnet3d import ResNet3D
+
+    rgb = _randomise(ResNet3D(depth=50, num_classes=5, base_width=32, cardinality=4))
+    torch.save({"epoch": 40, "arch": "resnext-50", "state_dict": _hara_state(rgb)}, tmp_path / "MARS_UCF101_16f.pth")
+    mars = build_model(_mars_cfg())
+    teacher = {k: v.clone() for k, v in mars.flow.state_dict().items()}
+    report = load_weights(mars, str(tmp_path / "MARS_UCF101_16f.pth"), fmt="auto")
+    assert report["missing"] == report["unexpected"] == []
+    for k, v in rgb.state_dict().items():
+        assert torch.equal(mars.rgb.state_dict()[k], v.float()), k
+    assert all(torch.equal(mars.flow.state_dict()[k], v) for k, v in teacher.items())  # the teacher is untouched

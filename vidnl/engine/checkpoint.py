@@ -234,7 +234,8 @@ def load_model_weights(model: nn.Module, state: dict, *, skip: Sequence[str] = (
                        source: str = "checkpoint") -> dict:
     """Copy the tensors of ``state`` into ``model``; every other outcome is an error.
 
-    Strict: a model tensor missing from the file or a file tensor the model does not have raises
+    Strict: a model tensor missing from the file (except a model's ``optional_weights`` patterns,
+    e.g. MARS's flow teacher, which RGB checkpoints do not have) or a file tensor the model does not have raises
     :class:`CheckpointError` naming the file and the first keys, unless the key matches one of
     the ``skip`` patterns (fnmatch, e.g. ``"head.*"``, ``"*.nonlocal_blocks.*"``): those are not
     loaded and may be missing, extra or shaped differently (logged). A tensor with another shape
@@ -256,8 +257,9 @@ def load_model_weights(model: nn.Module, state: dict, *, skip: Sequence[str] = (
         )
     bad_shape = {k for k, _, _ in mismatched}
     usable = {k: v for k, v in state.items() if k in own and k not in bad_shape}
+    optional = ALWAYS_OPTIONAL + tuple(getattr(model, "optional_weights", ()))
     missing = sorted(k for k in own if k not in usable and k not in bad_shape and not _matches(k, skip)
-                     and not _matches(k, ALWAYS_OPTIONAL))
+                     and not _matches(k, optional))
     unexpected = sorted(k for k in state if k not in own)
     if missing or unexpected:
         parts = []

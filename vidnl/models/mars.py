@@ -19,6 +19,8 @@ from .resnet3d import ResNet3D
 class MARS(nn.Module):
     stage_names = ("res2", "res3", "res4", "res5")
     weights_prefix = "rgb."  # other layouts' weights load into the RGB stream
+    # an RGB checkpoint (official MARS, Hara) has no teacher: the teacher comes from MODEL.MARS_FLOW_CHECKPOINT
+    optional_weights = ("flow.*",)
 
     def __init__(self, *, num_classes: int = 101, depth: int = 101, base_width: int = 64, cardinality: int = 32,
                  alpha: float = 50.0, dropout: float = 0.0):
