@@ -68,3 +68,27 @@ def test_bad_files_raise_decode_error_naming_the_file(tmp_path):
         with pytest.raises(DecodeError) as info:
             read_frames(path, all_frames)
         assert path in str(info.value) and why in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_test_views_are_decoded_at_the_test_scale(tmp_path, backend):
+    """A video larger than the test scale is scaled while decoding (memory follows the model's
+    input size); the frames agree with a full decode resized afterwards up to resampling."""
+    import torch
+
+    from vidnl.data import transforms
+    from vidnl.data.decoding import read_frames
+
+    yy, xx = np.mgrid[0:96, 0:160]
+    frames = np.stack([np.stack([(xx + 4 * i) % 256, yy * 2, (xx + yy) % 256], -1).astype(np.uint8)
+                       for i in range(12)])
+    path = write_video(str(tmp_path / "big.mp4"), frames)
+    pick = lambda n: np.arange(0, n, 2)  # noqa: E731
+    scaled = read_frames(path, pick, backend, short_side=48)
+    full = read_frames(path, pick, backend)
+    assert scaled.frames.shape == (6, 48, 80, 3) and full.frames.shape == (6, 96, 160, 3)
+    ref = transforms.resize_short_side(transforms.frames_to_tensor(full.frames), 48).permute(0, 2, 3, 1)
+    diff = (torch.from_numpy(scaled.frames).float() - ref.float()).abs()
+    assert diff.mean() < 4.0, diff.mean()
+    small = read_frames(path, pick, backend, short_side=200)  # never upscaled while decoding
+    assert small.frames.shape == full.frames.shape

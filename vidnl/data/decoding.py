@@ -42,13 +42,34 @@ class DecodedFrames:
     backend: str
 
 
-def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int) -> DecodedFrames:
+def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(h, w) with the shorter side ``short_side`` and the aspect kept (the rounding of
+    ``transforms.resize_short_side``)."""
+    if height <= width:
+        return short_side, max(short_side, int(round(width * short_side / height)))
+    return max(short_side, int(round(height * short_side / width))), short_side
+
+
+def _target_size(height: int, width: int, short_side: int | None) -> tuple[int, int] | None:
+    """The size to decode at: only ever smaller than the file (upscaling is left to the transforms)."""
+    if not short_side or min(height, width) <= short_side:
+        return None
+    return scaled_size(height, width, short_side)
+
+
+def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
+                   short_side: int | None = None) -> DecodedFrames:
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
     n = len(vr)
     if n <= 0:
         raise RuntimeError("decord reports 0 frames")
+    if short_side:
+        h, w = vr[0].shape[:2]
+        size = _target_size(h, w, short_side)
+        if size is not None:  # decode at the working scale: memory follows the model input, not the file
+            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads, width=size[1], height=size[0])
     idx = np.asarray(choose_indices(n), dtype=np.int64)
     unique, inverse = np.unique(idx, return_inverse=True)
     frames = vr.get_batch(unique.tolist()).asnumpy()
@@ -67,7 +88,8 @@ def _pyav_frame_count(path: str, threads: int) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads: int) -> DecodedFrames:
+def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
+                 short_side: int | None = None) -> DecodedFrames:
     import av
 
     n = _pyav_frame_count(path, threads)
@@ -82,9 +104,11 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
+        size = _target_size(stream.codec_context.height, stream.codec_context.width, short_side)
+        kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
         for i, frame in enumerate(container.decode(stream)):
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
+                got[i] = frame.to_ndarray(format="rgb24", **kw)
             if i >= last:
                 break
     missing = wanted - got.keys()
@@ -142,8 +166,11 @@ def read_frames(
     threads: int = 1,
     source: str = "video",
     frame_template: str = DEFAULT_FRAME_TEMPLATE,
+    short_side: int | None = None,
 ) -> DecodedFrames:
-    """Decode the frames ``choose_indices(num_frames)`` of ``path`` in one pass.
+    """Decode the frames ``choose_indices(num_frames)`` of ``path`` in one pass; with
+    ``short_side``, videos larger than that are scaled while decoding so their shorter side is
+    ``short_side`` (the memory of a decode then follows the model's input size, not the file's).
 
     With ``backend="decord"``, PyAV is tried when decord fails on the file. A directory, or any
     path with ``source="frames"``, is read as a folder of frames named ``frame_template``
@@ -170,7 +197,7 @@ def read_frames(
     reasons = []
     for name in order:
         try:
-            return _DECODERS[name](path, choose_indices, threads)
+            return _DECODERS[name](path, choose_indices, threads, short_side)
         except Exception as e:  # decoders raise many types; all mean "cannot read this file"
             reasons.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
     raise DecodeError(path, "cannot decode (" + "; ".join(reasons) + ")")

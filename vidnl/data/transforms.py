@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from .decoding import scaled_size
+
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """T×H×W×C uint8 numpy -> T×C×H×W uint8 tensor."""
@@ -27,11 +29,7 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
     h, w = video.shape[-2:]
     if min(h, w) == size:
         return video
-    if h <= w:
-        new_h, new_w = size, max(size, int(round(w * size / h)))
-    else:
-        new_h, new_w = max(size, int(round(h * size / w))), size
-    return TF.resize(video, [new_h, new_w], antialias=True)
+    return TF.resize(video, list(scaled_size(h, w, size)), antialias=True)
 
 
 def random_crop(video: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:

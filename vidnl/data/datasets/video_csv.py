@@ -203,6 +203,7 @@ class VideoCSVDataset(Dataset):
                 record.path,
                 lambda n: sampling.test_clip_indices(n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1),
                 c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
+                short_side=c.test_crop_size,  # decode at the test scale (test_views' resize is then a no-op)
             )
         except DecodeError as e:
             return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
