@@ -185,3 +185,67 @@ def test_auto_resume_refuses_another_experiment_and_allows_harmless_changes(tiny
     proc = _run_net(tiny_opts(tiny_dataset, str(out), **base, **{"TEST.NUM_ENSEMBLE_VIEWS": 3, "LOG_PERIOD": 5}),
                     tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _truncated_avi(path) -> str:
+    """An MPEG-4 AVI whose header promises 40 frames of which only the first few decode."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path) + ".full.avi", "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(40):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    data = open(str(path) + ".full.avi", "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_truncated_video_is_detected_and_no_frame_is_invented(tmp_path, backend):
+    import numpy as np
+
+    from vidnl.data.decoding import read_frames
+
+    path = _truncated_avi(tmp_path / "cut.avi")
+    d = read_frames(path, lambda n: np.arange(n), backend)
+    assert d.header_frames == 40 and 0 < d.num_frames < 40 and len(d.frames) == d.num_frames
+    assert d.truncation_note.startswith(f"truncated: the container promises 40 frames, {d.num_frames} decode")
+    assert d.indices.tolist() == list(range(d.num_frames))  # chosen among the frames that decode: none invented
+
+
+def test_truncated_videos_are_listed_in_decode_failures_and_predictions(tiny_dataset, tmp_path):
+    import json
+
+    data = _copy(tiny_dataset, tmp_path)
+    _truncated_avi(data / "videos" / "cut.avi")
+    with open(data / "train.csv", "a") as f:
+        f.write("videos/cut.avi 1\n")
+    with open(data / "test.csv", "a") as f:
+        f.write("videos/cut.avi 1\n")
+    out = tmp_path / "out"
+    proc = _run_net(tiny_opts(str(data), str(out), **{"SOLVER.MAX_EPOCH": 1, "TRAIN.EVAL_PERIOD": 0,
+                                                      "DATA.DECODING_BACKEND": "pyav"}), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.load(open(out / "decode_failures.json"))
+    entry = report[str(data / "videos" / "cut.avi")]
+    assert entry["kind"] == "truncated" and "promises 40 frames" in entry["reason"]
+    preds = json.load(open(out / "predictions_test.json"))
+    assert [os.path.basename(n["path"]) for n in preds["truncated_videos"]] == ["cut.avi"]
+
+
+def test_decode_failures_file_exists_when_nothing_failed(tiny_dataset, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    proc = _run_net(tiny_opts(tiny_dataset, str(out), **{"SOLVER.MAX_EPOCH": 1, "TRAIN.EVAL_PERIOD": 0,
+                                                         "TEST.ENABLE": False}), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.load(open(out / "decode_failures.json")) == {}

@@ -34,12 +34,22 @@ class DecodeError(RuntimeError):
 @dataclass
 class DecodedFrames:
     """frames: len(indices)×H×W×3 uint8; indices: the frame indices they came from;
-    num_frames: frames in the video; backend: which decoder delivered them."""
+    num_frames: frames that decode; backend: which decoder delivered them; header_frames: the
+    count the container promised when fewer decode (a truncated file), else None."""
 
     frames: np.ndarray
     indices: np.ndarray
     num_frames: int
     backend: str
+    header_frames: int | None = None
+
+    @property
+    def truncation_note(self) -> str | None:
+        """"truncated: ..." for a file whose container promises more frames than decode."""
+        if self.header_frames is None:
+            return None
+        return (f"truncated: the container promises {self.header_frames} frames, {self.num_frames} decode; "
+                f"the frames are chosen among those")
 
 
 def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -75,7 +85,19 @@ def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threa
     frames = vr.get_batch(unique.tolist()).asnumpy()
     if frames.shape[0] != len(unique):
         raise RuntimeError(f"decord returned {frames.shape[0]} frames, expected {len(unique)}")
-    return DecodedFrames(frames[inverse], idx, n, "decord")
+    promised = _container_frame_count(path)  # decord counts what it can index: a truncated file looks short
+    return DecodedFrames(frames[inverse], idx, n, "decord", promised if promised > n else None)
+
+
+def _container_frame_count(path: str) -> int:
+    """The frame count the container's header states (0 when it states none), read without decoding."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            return int(container.streams.video[0].frames or 0)
+    except Exception:  # a header PyAV cannot read: no promise to compare with
+        return 0
 
 
 def _pyav_frame_count(path: str, threads: int) -> int:
@@ -96,9 +118,26 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
     if n <= 0:
         raise RuntimeError("PyAV finds no video frames")
     idx = np.asarray(choose_indices(n), dtype=np.int64)
-    wanted = set(idx.tolist())
-    last = int(idx.max())
+    got, decoded = _pyav_pass(path, set(idx.tolist()), int(idx.max()), threads, short_side)
+    header = None
+    if len(got) < len(set(idx.tolist())):
+        # the container promised more frames than decode: choose again among those that do
+        # (never invent frames), and say so
+        if decoded == 0:
+            raise RuntimeError("PyAV decoded no frames")
+        header, n = n, decoded
+        idx = np.asarray(choose_indices(n), dtype=np.int64)
+        got, _ = _pyav_pass(path, set(idx.tolist()), int(idx.max()), threads, short_side)
+    return DecodedFrames(np.stack([got[i] for i in idx.tolist()]), idx, n, "pyav", header)
+
+
+def _pyav_pass(path: str, wanted: set, last: int, threads: int, short_side: int | None) -> tuple[dict, int]:
+    """One decoding pass up to frame ``last``: the ``wanted`` frames (index -> H×W×3) and how many
+    frames decoded."""
+    import av
+
     got: dict[int, np.ndarray] = {}
+    count = 0
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -107,19 +146,12 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
         size = _target_size(stream.codec_context.height, stream.codec_context.width, short_side)
         kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
         for i, frame in enumerate(container.decode(stream)):
+            count = i + 1
             if i in wanted:
                 got[i] = frame.to_ndarray(format="rgb24", **kw)
             if i >= last:
                 break
-    missing = wanted - got.keys()
-    if missing:
-        # the header over-counted: re-map the missing tail onto the last decoded frame
-        if not got:
-            raise RuntimeError("PyAV decoded no frames")
-        last_ok = max(got)
-        for m in missing:
-            got[m] = got[last_ok]
-    return DecodedFrames(np.stack([got[i] for i in idx.tolist()]), idx, n, "pyav")
+    return got, count
 
 
 _DECODERS = {"decord": _decode_decord, "pyav": _decode_pyav}

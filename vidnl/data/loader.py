@@ -40,12 +40,13 @@ def collate_test(items: list[dict]) -> dict:
         "indices": torch.tensor([it["index"] for it in ok], dtype=torch.long),
         "failed_indices": [it["index"] for it in items if it["inputs"] is None],
         "failures": [f for it in items for f in it["failures"]],
+        "notes": [n for it in items for n in it.get("notes", ())],
     }
 
 
 class FailureLog:
     """Per-file bookkeeping of training videos that could not be decoded (``failures``: the
-    sample was replaced) or were shorter than one clip (``notes``: used, padded or looped).
+    sample was replaced), were truncated or shorter than one clip (``notes``: used).
     Each file is logged the first time; ``end_epoch`` reports the epoch's counts."""
 
     def __init__(self):
@@ -55,16 +56,24 @@ class FailureLog:
         self.kinds: dict[str, str] = {}
 
     def add(self, failures, notes=()) -> None:
-        for kind, entries in (("undecodable", failures), ("short", notes)):
-            for path, reason in entries:
-                if path not in self.reasons:
-                    if kind == "undecodable":
-                        logger.warning("cannot decode %s: %s (skipped; another video is used instead)", path, reason)
-                    else:
-                        logger.warning("short video %s: %s", path, reason)
-                    self.reasons[path], self.kinds[path] = reason, kind
-                self.total[path] += 1
-                self.epoch[path] += 1
+        """``failures``: (path, reason) of videos that could not be decoded (replaced); ``notes``:
+        (path, reason) of videos that were used, "truncated: ..." (fewer frames decode than the
+        container promises) or shorter than one clip. One entry per file; truncated wins over short."""
+        entries = [("undecodable", f) for f in failures] + [
+            ("truncated" if reason.startswith("truncated:") else "short", (path, reason)) for path, reason in notes]
+        for kind, (path, reason) in entries:
+            old = self.kinds.get(path)
+            if old is None or (kind == "truncated" and old == "short"):
+                if kind == "undecodable":
+                    logger.warning("cannot decode %s: %s (skipped; another video is used instead)", path, reason)
+                else:
+                    logger.warning("%s video %s: %s", kind, path, reason)
+                self.reasons[path] = reason if old is None else f"{reason}; {self.reasons[path]}"
+                self.kinds[path] = kind
+            elif kind != old:
+                continue  # the same decode reported twice (short and truncated): counted once
+            self.total[path] += 1
+            self.epoch[path] += 1
 
     @property
     def bad_files(self) -> list[str]:
@@ -73,14 +82,18 @@ class FailureLog:
     def end_epoch(self, epoch: int) -> dict:
         bad = {p: n for p, n in self.epoch.items() if self.kinds[p] == "undecodable"}
         short = {p: n for p, n in self.epoch.items() if self.kinds[p] == "short"}
+        truncated = {p: n for p, n in self.epoch.items() if self.kinds[p] == "truncated"}
         summary = {"epoch": epoch, "decode_failures": sum(bad.values()), "bad_files": len(bad),
-                   "short_videos": len(short)}
+                   "short_videos": len(short), "truncated_videos": len(truncated)}
         if bad:
             logger.warning("epoch %d: %d decode failures in %d files (%s)", epoch, summary["decode_failures"],
                            len(bad), ", ".join(f"{p} x{n}" for p, n in sorted(bad.items())))
         if short:
             logger.warning("epoch %d: %d videos shorter than one clip (%s)", epoch, len(short),
                            ", ".join(sorted(short)))
+        if truncated:
+            logger.warning("epoch %d: %d truncated videos, used with the frames that decode (%s)", epoch,
+                           len(truncated), ", ".join(sorted(truncated)))
         self.epoch = Counter()
         return summary
 

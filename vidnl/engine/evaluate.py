@@ -45,9 +45,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
     num_clips = 0
     videos, failed = [], []
     start = time.time()
+    notes = []
     for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
         for path, reason in batch["failures"]:
             logger.warning("%s: cannot decode %s: %s (excluded from the metrics)", desc, path, reason)
+        for path, reason in batch.get("notes", ()):
+            logger.warning("%s: %s: %s", desc, path, reason)
+            notes.append({"path": path, "reason": reason})
         failed.extend({"index": i, "path": dataset.records[i].path, "reason": r}
                       for i, (_, r) in zip(batch["failed_indices"], batch["failures"]))
         if batch["inputs"] is None:
@@ -65,7 +69,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
             videos.append({"index": index, "label": label, "sum_softmax": F.softmax(chunk, dim=1).sum(0),
                            "mean_logits": chunk.mean(0)})
 
-    gathered = all_gather_objects((videos, clip_hits, num_clips, failed))
+    gathered = all_gather_objects((videos, clip_hits, num_clips, failed, notes))
     videos = sorted((v for g in gathered for v in g[0]), key=lambda v: v["index"])
     failed = sorted((f for g in gathered for f in g[3]), key=lambda f: f["index"])
     clip_hits = {k: sum(g[1][k] for g in gathered) for k in (1, 5)}
@@ -90,6 +94,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
         for v in videos
     ]
     results["failed_videos"] = failed
+    results["truncated_videos"] = sorted((n for g in gathered for n in g[4]), key=lambda n: n["path"])
     return results
 
 

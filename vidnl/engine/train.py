@@ -248,11 +248,13 @@ class Trainer:
             for path, info in part.items():
                 entry = merged.setdefault(path, {"count": 0, "reason": info["reason"], "kind": info["kind"]})
                 entry["count"] += info["count"]
-        if merged and self.main:
+        if self.main:  # always written (empty when every video was fine)
             out = os.path.join(self.cfg.OUTPUT_DIR, "decode_failures.json")
             with open(out, "w") as f:
                 json.dump(merged, f, indent=1)
-            logger.warning("%d training videos could not be decoded or were too short; see %s", len(merged), out)
+            if merged:
+                logger.warning("%d training videos could not be decoded, were truncated or too short; see %s",
+                               len(merged), out)
         return merged
 
 

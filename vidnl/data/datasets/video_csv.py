@@ -179,7 +179,7 @@ class VideoCSVDataset(Dataset):
                 index = int(rng.integers(0, len(self.records)))
                 continue
             span = sampling.clip_span(c.num_frames, c.sampling_rate)
-            notes = []
+            notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
             if decoded.num_frames < span:
                 notes.append((record.path, f"{decoded.num_frames} frames, shorter than one clip ({span} frames): "
                                            f"{'padded with its last frame' if c.short_video_mode == 'pad' else 'looped'}"))
@@ -211,7 +211,8 @@ class VideoCSVDataset(Dataset):
         views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops)
         t = c.num_frames  # views: S × (K·T)×h×w×C
         out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×T×h×w×C uint8
-        return {"inputs": out, "label": record.label, "index": index, "failures": []}
+        notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
+        return {"inputs": out, "label": record.label, "index": index, "failures": [], "notes": notes}
 
     def __getitem__(self, index: int) -> dict:
         # rgb_flow test items are plain RGB: MARS predicts from RGB alone, test videos need no flow
