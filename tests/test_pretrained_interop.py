@@ -26,9 +26,9 @@ from vidnl.engine.checkpoint import CheckpointError, load_checkpoint_file, load_
 from vidnl.models.resnet import VideoResNet, video_resnet
 from vidnl.nonlocal_blocks import build_nonlocal_block, insert_nonlocal
 
-pytorchvideo = pytest.importorskip("pytorchvideo.models.hub")
+from conftest import ROOT as ROOT_DIR  # noqa: E402
 
-ROOT_DIR = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+pytorchvideo = pytest.importorskip("pytorchvideo.models.hub")
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> None:

@@ -112,8 +112,6 @@ def _pyav_frame_count(path: str, threads: int) -> int:
 
 def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
                  short_side: int | None = None) -> DecodedFrames:
-    import av
-
     n = _pyav_frame_count(path, threads)
     if n <= 0:
         raise RuntimeError("PyAV finds no video frames")

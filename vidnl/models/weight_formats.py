@@ -192,7 +192,7 @@ def _pytorchvideo_map(state: dict) -> Callable[[str], str | None]:
 
 
 def _official_block_map(state: dict, block_parts: dict[str, str], first_stage: int = 2,
-                        outside: Callable[[str], str | None] = None,
+                        outside: Callable[[str], str | None] | None = None,
                         inside: Callable[[str], str] = lambda rest: rest) -> Callable[[str], str | None]:
     """ResNets of the official SNL / CGNL codes: the nonlocal block is an element ``layerN.i``
     (recognised by its own parameter names) before residual block i. ``layerN`` is vidnl stage
