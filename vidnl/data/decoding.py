@@ -71,33 +71,38 @@ def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threa
                    short_side: int | None = None) -> DecodedFrames:
     import decord
 
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+    promised, height, width = _container_header(path)
+    size = _target_size(height, width, short_side) if height else None
+    # with ``size``, decord scales while decoding: memory follows the model input, not the file
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads,
+                            **({} if size is None else {"width": size[1], "height": size[0]}))
     n = len(vr)
     if n <= 0:
         raise RuntimeError("decord reports 0 frames")
-    if short_side:
-        h, w = vr[0].shape[:2]
-        size = _target_size(h, w, short_side)
-        if size is not None:  # decode at the working scale: memory follows the model input, not the file
+    if short_side and not height:  # no header to read the size from: decode one frame for it
+        size = _target_size(*vr[0].shape[:2], short_side)
+        if size is not None:
             vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads, width=size[1], height=size[0])
     idx = np.asarray(choose_indices(n), dtype=np.int64)
     unique, inverse = np.unique(idx, return_inverse=True)
     frames = vr.get_batch(unique.tolist()).asnumpy()
     if frames.shape[0] != len(unique):
         raise RuntimeError(f"decord returned {frames.shape[0]} frames, expected {len(unique)}")
-    promised = _container_frame_count(path)  # decord counts what it can index: a truncated file looks short
+    # decord counts the frames it can index, so a truncated file just looks short: compare with the header
     return DecodedFrames(frames[inverse], idx, n, "decord", promised if promised > n else None)
 
 
-def _container_frame_count(path: str) -> int:
-    """The frame count the container's header states (0 when it states none), read without decoding."""
+def _container_header(path: str) -> tuple[int, int, int]:
+    """(frames, height, width) as the container's header states them, read without decoding;
+    0 for what it does not state (or when PyAV cannot read the header)."""
     try:
         import av
 
         with av.open(path) as container:
-            return int(container.streams.video[0].frames or 0)
-    except Exception:  # a header PyAV cannot read: no promise to compare with
-        return 0
+            stream = container.streams.video[0]
+            return int(stream.frames or 0), int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
+    except Exception:  # no header to compare with or to size from
+        return 0, 0, 0
 
 
 def _pyav_frame_count(path: str, threads: int) -> int:

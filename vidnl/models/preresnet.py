@@ -80,8 +80,24 @@ def _images(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-class PreResNetCifar(nn.Module):
+class _CifarPreResNet(nn.Module):
+    """Shared trunk of the CIFAR PreResNets: ``conv1`` and the stages ``res1..res3``."""
+
     stage_names = ("res1", "res2", "res3")
+
+    @property
+    def stages(self) -> list[ResStage]:
+        return [self.res1, self.res2, self.res3]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×(1×)H×W images -> B×F×H'×W' before the head."""
+        x = self.conv1(_images(x, "PreResNet"))
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+class PreResNetCifar(_CifarPreResNet):
 
     def __init__(self, *, depth: int = 56, num_classes: int = 100, base_width: int = 16, in_channels: int = 3,
                  dropout: float = 0.0):
@@ -107,24 +123,15 @@ class PreResNetCifar(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    @property
-    def stages(self) -> list[ResStage]:
-        return [self.res1, self.res2, self.res3]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(_images(x, "PreResNet"))
-        for stage in self.stages:
-            x = stage(x)
-        x = self.relu(self.bn(x)).mean((2, 3))
+        x = self.relu(self.bn(self.forward_features(x))).mean((2, 3))
         return self.fc(self.dropout(x))
 
 
-class PreResNetBottleneckCifar(nn.Module):
+class PreResNetBottleneckCifar(_CifarPreResNet):
     """The SNL authors' CIFAR "preresnet56": ``blocks`` pre-activation bottlenecks per stage
     (planes 16/32/64 × 4), head BN-ReLU-1×1 conv-BN-ReLU-pool-dropout-linear. B×3×32×32 ->
     B×num_classes."""
-
-    stage_names = ("res1", "res2", "res3")
 
     def __init__(self, *, blocks: int = 9, num_classes: int = 100, base_width: int = 16, in_channels: int = 3,
                  dropout: float = 0.5):
@@ -147,13 +154,7 @@ class PreResNetBottleneckCifar(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_features = in_ch
 
-    @property
-    def stages(self) -> list[ResStage]:
-        return [self.res1, self.res2, self.res3]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(_images(x, "PreResNet"))
-        for stage in self.stages:
-            x = stage(x)
+        x = self.forward_features(x)
         x = self.relu(self.head_bn2(self.head_conv(self.relu(self.head_bn1(x)))))
         return self.fc(self.dropout(x.mean((2, 3))))

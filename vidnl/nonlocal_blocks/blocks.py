@@ -296,7 +296,7 @@ class SNL(PairwiseBlock):
         op = self.operator(theta, phi, zn.shape[-1])
         if self.a_sign < 0:
             op = _negated(op)
-        z_keys = to_nodes(self.on_keys(self.g, x, z), self.mode)
+        z_keys = zn if self.pool is None else to_nodes(self.on_keys(self.g, x, z), self.mode)
         terms = NF.chebyshev_terms(op, zn, z_keys, self.order)
         return sum(w(from_nodes(t, self.mode, z.shape)) for w, t in zip(self.out_proj, terms))
 
