@@ -44,15 +44,27 @@ def test_two_processes_match_one(tiny_dataset, tmp_path):
     shutil.copytree(tiny_dataset, data)
     lines = open(data / "test.csv").read().splitlines()
     (data / "test.csv").write_text("\n".join(lines + lines[:1]) + "\n")  # 5 videos: not divisible by 2
-    extra = {"SOLVER.MAX_EPOCH": 1, "BN.FROZEN": True, "MODEL.DROPOUT_RATE": 0.0, "TRAIN.EVAL_PERIOD": 0,
-             "SOLVER.OPTIMIZING_METHOD": "sgd", "SOLVER.LR_POLICY": "constant"}
+    # BN in training mode and dropout on: BN statistics over the global batch (GlobalBatchNorm,
+    # all-reduce over gloo) and dropout masks drawn per global step make 2 processes train as 1.
+    extra = {"SOLVER.MAX_EPOCH": 1, "BN.FROZEN": False, "MODEL.DROPOUT_RATE": 0.5, "TRAIN.EVAL_PERIOD": 0,
+             "SOLVER.OPTIMIZING_METHOD": "sgd", "SOLVER.LR_POLICY": "constant", "LOG_PERIOD": 1}
     script = os.path.join(ROOT, "tools", "run_net.py")
     single, double = str(tmp_path / "one"), str(tmp_path / "two")
     run([sys.executable, script] + tiny_opts(str(data), single, **extra))
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script]
         + tiny_opts(str(data), double, **extra))
     log = open(os.path.join(double, "log.txt")).read()
-    assert "x 2 processes" in log and "global batch 4 = 2 x 2" in log
+    assert "x 2 processes" in log and "global batch 4 = 2 x 2" in log and "GlobalBatchNorm" in log
+    # The logged training statistics cover both processes' shards: equal to one process's.
+    def stats(run, kind):
+        lines = [l.split("json_stats: ", 1)[1] for l in open(os.path.join(run, "log.txt")) if "json_stats" in l]
+        return [json.loads(l) for l in lines if json.loads(l)["_type"] == kind]
+    for kind, keys in (("train_iter", ("loss", "top1_err")), ("train_epoch", ("loss", "top1_acc", "clips"))):
+        one, two = stats(single, kind), stats(double, kind)
+        assert len(one) == len(two) > 0
+        for x, y in zip(one, two):
+            for key in keys:
+                assert abs(x[key] - y[key]) <= 1e-4 * max(1.0, abs(x[key])), (kind, key, x, y)
     a = load_checkpoint_file(list_checkpoints(single)[-1])["model_state"]
     b = load_checkpoint_file(list_checkpoints(double)[-1])["model_state"]
     # Same data in every global step, gradients averaged over the processes instead of over one

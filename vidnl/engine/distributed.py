@@ -4,9 +4,9 @@ LOCAL_RANK from the environment. Backend: nccl on GPU, gloo on CPU.
     torchrun --nproc_per_node 2 tools/run_net.py --cfg X.yaml
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_endpoint HOST:29500 tools/run_net.py --cfg X.yaml
 
-``TRAIN.BATCH_SIZE`` is the global batch (split evenly over the processes), so a config gives
-the same optimisation whatever the number of processes; scale ``SOLVER.BASE_LR`` linearly with
-the global batch when you change it.
+``TRAIN.BATCH_SIZE`` is the global batch (split evenly over the processes). What is identical
+across process counts and what is not: docs/distributed.md. Scale ``SOLVER.BASE_LR`` linearly
+with the global batch when you change it.
 """
 
 from __future__ import annotations
@@ -53,6 +53,16 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if is_initialized():
         dist.barrier()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over all processes (``values`` itself without distribution).
+    float64 on ``device`` (the backend's device: CUDA for nccl)."""
+    if not is_initialized():
+        return list(values)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def all_gather_objects(obj) -> list:
