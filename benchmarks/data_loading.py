@@ -96,6 +96,12 @@ def main(argv=None) -> int:
     cfg = load_config(None, ["DATA.PATH_TO_DATA_DIR", data_dir, "DATA.NUM_FRAMES", "16", "DATA.SAMPLING_RATE", "4",
                              "TRAIN.BATCH_SIZE", "8", "DATA_LOADER.NUM_WORKERS", str(a.workers),
                              "DATA.TRAIN_JITTER_SCALES", "[256, 320]", "DATA.TRAIN_CROP_SIZE", "224"])
+    from vidnl.data.decoding import decord_available
+
+    if not decord_available():
+        print("data_loading.py compares vidnl's loader with raw decord: decord is not installed "
+              "(pip install 'vidnl[decord]')", file=sys.stderr)
+        return 2
     print(f"# video loading, {len(paths)} videos, {platform.machine()} {os.cpu_count()} cores, {a.workers} workers")
 
     # -- 1. training clips ------------------------------------------------------------------

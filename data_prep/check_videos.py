@@ -2,7 +2,8 @@
 """Check that every video of a vidnl CSV file can be decoded; write a clean CSV and a report.
 
 For each ``path label`` line: the file must exist and be non-empty, open with the decoder
-training uses (decord, or PyAV where decord fails, or --backend pyav), report a frame count,
+training uses (--backend auto: decord when installed, else PyAV; decord falls back to PyAV for a
+file it cannot read; --backend pyav: PyAV only), report a frame count,
 and give its first, middle and last frame (--full: every frame). A video with clearly fewer
 frames than its container header announces (e.g. an AVI cut off mid-download, which FFmpeg still
 opens) is reported as truncated. Frame folders (DATA.SOURCE frames) are checked by reading those
@@ -32,10 +33,14 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidnl.cli import run_cli  # noqa: E402
+
 from data_prep import common  # noqa: E402
 from vidnl.data.datasets.video_csv import read_text_lines  # noqa: E402
 from vidnl.errors import DatasetError  # noqa: E402
-from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE, DecodeError, read_frames  # noqa: E402
+from vidnl.data.decoding import (  # noqa: E402
+    BACKEND_CHOICES, DECORD_INSTALL_HINT, DEFAULT_FRAME_TEMPLATE, DecodeError, decord_import_error, read_frames,
+)
 
 
 def parse_csv(path: str, path_prefix: str = "", separator: str = " ") -> list[dict]:
@@ -63,7 +68,7 @@ def parse_csv(path: str, path_prefix: str = "", separator: str = " ") -> list[di
     return out
 
 
-def check_video(path: str, backend: str = "decord", full: bool = False, source: str = "video",
+def check_video(path: str, backend: str = "auto", full: bool = False, source: str = "video",
                 frame_template: str = DEFAULT_FRAME_TEMPLATE) -> dict:
     """Decode the first, middle and last frame (``full``: all) of one video or frame folder.
     -> {"ok", "reason", "num_frames", "width", "height", "backend"}."""
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--path-prefix", default="", help="DATA.PATH_PREFIX: folder relative paths are joined to "
                                                      "(default: the CSV's folder)")
     p.add_argument("--separator", default=" ", help="DATA.PATH_LABEL_SEPARATOR")
-    p.add_argument("--backend", choices=("decord", "pyav"), default="decord", help="DATA.DECODING_BACKEND")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="DATA.DECODING_BACKEND")
     p.add_argument("--source", choices=("video", "frames"), default="video", help="DATA.SOURCE")
     p.add_argument("--frame-template", default=DEFAULT_FRAME_TEMPLATE, help="DATA.FRAME_TEMPLATE")
     p.add_argument("--full", action="store_true", help="decode every frame, not only first/middle/last")
@@ -137,6 +142,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not os.path.isfile(a.csv):
         print(f"check_videos: error: CSV file not found: {a.csv}", file=sys.stderr)
+        return 2
+    if a.backend == "decord" and decord_import_error():
+        print(f"check_videos: error: --backend decord, but decord cannot be imported ({decord_import_error()}); "
+              f"install it with {DECORD_INSTALL_HINT}, or use --backend pyav or auto", file=sys.stderr)
         return 2
     stem = os.path.splitext(a.csv)[0]
     out_csv = a.out_csv or stem + "_clean.csv"
@@ -182,4 +191,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

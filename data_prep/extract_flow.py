@@ -32,6 +32,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidnl.cli import run_cli  # noqa: E402
 from data_prep import common  # noqa: E402
 from data_prep.check_videos import parse_csv  # noqa: E402
 from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE, count_frame_files  # noqa: E402
@@ -194,4 +195,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -25,6 +25,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidnl.cli import run_cli  # noqa: E402
 from data_prep import common  # noqa: E402
 from data_prep.check_videos import parse_csv  # noqa: E402
 from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE  # noqa: E402
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
             folders[os.path.abspath(e["path"])] = os.path.join(a.out, flow_key(e["path"], root))
         tables.append((csv_file, entries))
     if a.videos:
+        if not os.path.isdir(a.videos):
+            p.error(f"video folder not found: {a.videos}")
         for path in common.index_files(a.videos).values():
             folders[os.path.abspath(path)] = os.path.join(a.out, flow_key(path, a.videos))
     names = [os.path.basename(c) for c, _ in tables]
@@ -134,4 +137,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -22,6 +22,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vidnl.cli import run_cli  # noqa: E402
+
 DIRECTIONS = [("right", 1, 0), ("left", -1, 0), ("down", 0, 1), ("up", 0, -1),
               ("down_right", 1, 1), ("up_left", -1, -1), ("down_left", -1, 1), ("up_right", 1, -1)]
 
@@ -137,4 +140,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

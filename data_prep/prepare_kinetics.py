@@ -38,6 +38,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidnl.cli import run_cli  # noqa: E402
 from data_prep import common  # noqa: E402
 from vidnl.errors import DatasetError  # noqa: E402
 
@@ -196,4 +197,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -16,6 +16,17 @@ from data_prep import make_synthetic_motion as synth  # noqa: E402
 SHARED_VIDEOS = os.path.join(ROOT, "..", "shared", "data", "videos")
 
 
+def _decord_available() -> bool:
+    from vidnl.data.decoding import decord_available
+
+    return decord_available()
+
+
+# decord is an extra (wheels for x86_64 Linux/Windows only): its tests skip where it is missing
+needs_decord = pytest.mark.skipif(not _decord_available(), reason="decord is not installed (pip install 'vidnl[decord]')")
+BACKENDS = [pytest.param("decord", marks=needs_decord), "pyav"]
+
+
 def write_video(path: str, frames: np.ndarray, fps: int = 25) -> str:
     synth.write_mp4(path, frames, fps)
     return path

@@ -65,7 +65,7 @@ def test_parameter_counts_of_the_papers():
     # 400-way classifier adds 512·400 + 400 = 205,200).
     r3d18 = ResNet3D(depth=18, num_classes=400)
     assert abs(params(r3d18) - 205_200 - 33.2e6) < 0.01e6
-    # Seed 000 Table 6: ResNet-50 has 25.56 M parameters (ImageNet, 1000 classes).
+    # Zhu et al. 2021 (SNL) Table 6: ResNet-50 has 25.56 M parameters (ImageNet, 1000 classes).
     r50 = build_model(load_config(None, ["MODEL.ARCH", "resnet2d", "RESNET.DEPTH", "50", "MODEL.NUM_CLASSES", "1000"]))
     assert params(r50) == params(torchvision.models.resnet50(weights=None)) == 25_557_032
     # PreResNet-56 for CIFAR-100 (He et al. 2016): 0.86 M.

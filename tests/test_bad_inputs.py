@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, tiny_opts
+from conftest import BACKENDS, ROOT, tiny_opts
 from vidnl.config import load_config
 from vidnl.data.datasets import read_csv
 from vidnl.errors import DatasetError
@@ -208,7 +208,7 @@ def _truncated_avi(path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_truncated_video_is_detected_and_no_frame_is_invented(tmp_path, backend):
     import numpy as np
 

@@ -11,7 +11,7 @@ import torch
 
 from vidnl.nonlocal_blocks import functional as NF
 
-from conftest import ROOT, tiny_opts
+from conftest import ROOT, needs_decord, tiny_opts
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -44,6 +44,7 @@ def test_nonlocal_benchmark_smoke(tmp_path):
     assert [r["table"] for r in merged].index("crossover") == 2  # after the two SNL rows
 
 
+@needs_decord
 def test_data_loading_benchmark_smoke(tmp_path):
     import data_loading
 

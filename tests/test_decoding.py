@@ -6,13 +6,14 @@ import pytest
 from vidnl.data import decoding
 from vidnl.data.decoding import DecodeError, read_frames
 
-from conftest import SHARED_VIDEOS, index_video, synth, write_video
+from conftest import BACKENDS, SHARED_VIDEOS, index_video, needs_decord, synth, write_video
 
 
 def all_frames(n):
     return np.arange(n)
 
 
+@needs_decord
 def test_decord_and_pyav_agree_on_a_pyav_written_video(tmp_path):
     rng = np.random.default_rng(0)
     path = write_video(str(tmp_path / "v.mp4"), synth.render_video(rng, 1, 20, 48, 64))
@@ -35,6 +36,7 @@ def test_frame_indices_are_the_ones_asked_for(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(SHARED_VIDEOS), reason="../shared/data/videos is not available (user clone)")
 @pytest.mark.parametrize("name", ["real_320x240_25fps.avi", "real_340x256_30fps.mp4",
                                   "real_armwrestling_340x256_28fps.mp4"])
+@needs_decord
 def test_decord_and_pyav_agree_on_real_videos(name):
     path = os.path.join(SHARED_VIDEOS, name)
     if not os.path.exists(path):
@@ -70,7 +72,7 @@ def test_bad_files_raise_decode_error_naming_the_file(tmp_path):
         assert path in str(info.value) and why in str(info.value)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_test_views_are_decoded_at_the_test_scale(tmp_path, backend):
     """A video larger than the test scale is scaled while decoding (memory follows the model's
     input size); the frames agree with a full decode resized afterwards up to resampling."""

@@ -1,4 +1,5 @@
 import json
+import re
 import math
 import os
 import shutil
@@ -113,6 +114,20 @@ def test_run_net_end_to_end(tiny_dataset, tmp_path):
     assert types.count("train_epoch") == 2 and types.count("val_epoch") == 2 and "test_test" in types
     test_stats = next(s for s in stats if s["_type"] == "test_test")
     assert test_stats["views_per_video"] == 6 and test_stats["num_clips"] == 24
+    # PySlowFast's timing fields on every train_iter line; a header says what ran
+    iters = [s for s in stats if s["_type"] == "train_iter"]
+    assert len(iters) == 4 and all(re.fullmatch(r"\d+:\d\d:\d\d", s["eta"]) for s in iters)
+    for s in iters:
+        assert s["dt"] > 0 and s["dt_data"] >= 0 and s["dt_net"] > 0 and s["rss_mem"] > 0.05
+        assert abs(s["dt"] - s["dt_data"] - s["dt_net"]) < 1e-3 and 0 <= s["top1_err"] <= 100
+    for k, s in enumerate(iters, start=1):  # ETA = mean step time × training steps left in the run
+        h, m, sec = map(int, s["eta"].split(":"))
+        assert abs(3600 * h + 60 * m + sec - s["dt"] * (len(iters) - k)) <= 0.51, s
+    epochs = [s for s in stats if s["_type"] == "train_epoch"]
+    assert all(abs(s["top1_acc"] + s["top1_err"] - 100) < 1e-6 for s in epochs)
+    header = next(s for s in stats if s["_type"] == "run_header")
+    assert "run_net.py" in header["command"] and header["torch"] == torch.__version__
+    assert re.fullmatch(r"[0-9a-f]{12}", header["config_sha256"])
     preds = json.load(open(os.path.join(out_dir, "predictions_test.json")))
     assert len(preds["predictions"]) == 4 and all(len(p["scores"]) == 2 for p in preds["predictions"])
     # sum of softmax over 6 views

@@ -1,8 +1,10 @@
 """Independent references for every nonlocal formula, written from the papers.
 
-Papers (``../shared/papers``; not read by these tests): 004 Wang et al., *Non-local Neural
-Networks*; 001 Yue et al., *Compact Generalized Non-local Network*; 000 *A Unified Framework to
-Analyze and Design the Nonlocal Blocks* (SNL, gSNL, Chebyshev view of NL/NS/A2/CGNL/CC).
+Papers (docs/references.md): Wang et al. 2018, *Non-local Neural Networks* (CVPR 2018; NL);
+Yue et al. 2018, *Compact Generalized Non-local Network* (NeurIPS 2018; CGNL); Zhu et al. 2021,
+*Unifying Nonlocal Blocks for Neural Networks* (ICCV 2021; SNL, gSNL, Chebyshev view of
+NL/NS/A2/CGNL/CC; equation, table and appendix numbers as in its preprint, see
+docs/references.md).
 
 The reference side is numpy float64 and scalar Python loops. It shares no code with the
 implementation: nothing from ``vidnl.nonlocal_blocks.functional`` or ``blocks`` is called to
@@ -11,9 +13,10 @@ parameters are read through its attributes (``theta``, ``phi``, ``g``, ``concat`
 ``distribute``, ``out_proj[k]``, ``bn`` / ``bns``, ``gamma``, ``order``), each 1×1×1 conv
 becomes a matrix, and the block output is recomputed from x alone. Everything agrees to 1e-10.
 
-Graph layouts (DESIGN.md): ``spacetime`` = one graph per clip, ``space`` = one per frame,
-``time`` = one per pixel; ``pool_size`` (T, H, W) max-pools the key/value side (φ, g; ceil
-mode), its time entry ignored in ``space`` mode and its spatial entries in ``time`` mode.
+Graph layouts (``vidnl.nonlocal_blocks.blocks.to_nodes``): ``spacetime`` = one graph per clip,
+``space`` = one per frame, ``time`` = one per pixel; ``pool_size`` (T, H, W) max-pools the
+key/value side (φ, g; ceil mode), its time entry ignored in ``space`` mode and its spatial
+entries in ``time`` mode.
 
 The block tests build each block with its defaults (the formulas as the papers write them,
 ``PAPER``); the options where the papers' released code differs (projection bias, Cs^-½ softmax
@@ -37,8 +40,8 @@ from vidnl.nonlocal_blocks import functional as NF  # under test only
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 EXP_KERNELS = ("embedded_gaussian", "gaussian")
-# The normalisations each kernel admits: softmax only for exp kernels (seed 004 Eq. 3: it *is*
-# D⁻¹ exp); degree normalisations only for non-negative kernels (seed 000 Property 1).
+# The normalisations each kernel admits: softmax only for exp kernels (Wang et al. 2018, Eq. 3: it *is*
+# D⁻¹ exp); degree normalisations only for non-negative kernels (Zhu et al. 2021, Property 1).
 ALLOWED = {
     "embedded_gaussian": ("softmax", "mean", "random_walk", "symmetric", "none"),
     "gaussian": ("softmax", "mean", "random_walk", "symmetric", "none"),
@@ -50,7 +53,7 @@ PAIRS = [(k, n) for k, norms in ALLOWED.items() for n in norms]
 # The pairs whose exact form never builds the N×M matrix (associativity, fused softmax, chunks).
 FAST_PAIRS = [(k, n) for k, n in PAIRS if (k in EXP_KERNELS and n == "softmax") or k in ("dot", "relu_dot")
               or (k == "concatenation" and n != "symmetric")]
-# seed 004: softmax for the Gaussians (Eq. 2-3), C(x) = N for dot product and concatenation.
+# Wang et al. 2018 (NL): softmax for the Gaussians (Eq. 2-3), C(x) = N for dot and concatenation.
 NL_DEFAULT_NORM = {"embedded_gaussian": "softmax", "gaussian": "softmax", "dot": "mean", "concatenation": "mean",
                    "relu_dot": "mean"}
 
@@ -67,7 +70,7 @@ def assert_close(actual, expected, **tol):
 # Reference: pairwise kernels and normalisations (scalar loops)
 # ==============================================================================================
 def ref_kernel(theta, phi, kernel, concat=None):
-    """K_ij = f(θ_i, φ_j). seed 004: Gaussian exp(x_i·x_j) (Eq. 2, on raw inputs), embedded
+    """K_ij = f(θ_i, φ_j). Wang et al. 2018 (NL): Gaussian exp(x_i·x_j) (Eq. 2, on raw inputs), embedded
     Gaussian exp(θ_i·φ_j) (Eq. 3), dot product θ_i·φ_j (Eq. 4), concatenation
     ReLU(w_fᵀ[θ_i, φ_j]) (Eq. 5, concat = (w_θ, w_φ, bias)); relu_dot relu(θ_i)·relu(φ_j)."""
     theta, phi = npy(theta), npy(phi)
@@ -91,9 +94,9 @@ def ref_kernel(theta, phi, kernel, concat=None):
 
 
 def ref_normalise(k, norm, bipartite=False):
-    """softmax / random_walk: K_ij / Σ_j' K_ij' (seed 004 Eq. 1 with C(x) = Σ_j f); mean:
-    K_ij / M (C(x) = N of the subsampled keys, seed 004 §3.3); symmetric (seed 000 Eq. 5):
-    S = (K + Kᵀ)/2, A_ij = S_ij / √(d_i d_j), d_i = Σ_j S_ij; bipartite (N×M, M < N):
+    """softmax / random_walk: K_ij / Σ_j' K_ij' (Wang et al. 2018, Eq. 1 with C(x) = Σ_j f); mean:
+    K_ij / M (C(x) = N of the subsampled keys, Wang et al. 2018, §3.3); symmetric (Zhu et al.
+    2021, Eq. 5): S = (K + Kᵀ)/2, A_ij = S_ij / √(d_i d_j), d_i = Σ_j S_ij; bipartite (N×M, M < N):
     A_ij = K_ij / √(r_i c_j) with row sums r and column sums c. A zero degree gives 0."""
     n, m = k.shape
     a = np.zeros((n, m))
@@ -140,8 +143,8 @@ def ref_softmax(values):
 
 
 def ref_chebyshev(a, order):
-    """[T_0(A), ..., T_{K-1}(A)], T_0 = I, T_1 = A, T_k = 2 A T_{k-1} − T_{k-2} (seed 000 Eq. 3,
-    in vidnl's sign convention, see ``test_gsnl_sign_convention_against_seed_000_property_2``)."""
+    """[T_0(A), ..., T_{K-1}(A)], T_0 = I, T_1 = A, T_k = 2 A T_{k-1} − T_{k-2} (Zhu et al. 2021, Eq. 3,
+    in vidnl's sign convention, see ``test_gsnl_sign_convention_against_snl_paper_property_2``)."""
     terms = [np.eye(a.shape[0]), a]
     while len(terms) < order:
         terms.append(2.0 * a @ terms[-1] - terms[-2])
@@ -149,7 +152,7 @@ def ref_chebyshev(a, order):
 
 
 def ref_taylor_coefficients(kernel, order, gamma):
-    """α_p² of seed 001 Eq. 9: f(a, b) ≈ Σ_p α_p² (ab)^p. dot: f = ab. embedded Gaussian
+    """α_p² of Yue et al. 2018 (CGNL) Eq. 9: f(a, b) ≈ Σ_p α_p² (ab)^p. dot: f = ab. embedded Gaussian
     exp(ab) = Σ (ab)^p / p!. RBF exp(−γ(a−b)²) = e^{−γa²} e^{−γb²} Σ (2γ)^p/p! (ab)^p (Eq. 10;
     the e^{−γa²} e^{−γb²} factors are applied separately)."""
     if kernel == "dot":
@@ -166,7 +169,8 @@ def ref_taylor_coefficients(kernel, order, gamma):
 
 def ref_cgnl_kernel(a, b, kernel, order, gamma, beta="exact"):
     """The truncated CGNL kernel matrix for scalar nodes a (L) and b (L'). RBF ``beta``:
-    "exact" e^{−γa²} e^{−γb²} per pair; "constant" seed 001's β = e^{−2γ} (unit-norm inputs)."""
+    "exact" e^{−γa²} e^{−γb²} per pair; "constant" the β = e^{−2γ} of Yue et al. 2018 (unit-norm
+    inputs)."""
     a, b = npy(a), npy(b)
     coef = ref_taylor_coefficients(kernel, order, gamma)
     prod = np.multiply.outer(a, b)
@@ -212,8 +216,9 @@ def ref_maxpool(a: np.ndarray, kernel, ceil: bool = True) -> np.ndarray:
 
 
 # The formulas as the papers write them (the constructors' defaults): no projection bias, logits
-# θ·φ unscaled, φ and g max-pooled after the projection (seed 004 §3.3) in ceil mode, Y = X + BN(F)
-# (seed 000 Eq. 5), +A (seed 000 Eq. 4-5), the exact RBF factors e^{−γa²} e^{−γb²}.
+# θ·φ unscaled, φ and g max-pooled after the projection (Wang et al. 2018, §3.3) in ceil mode,
+# Y = X + BN(F) (Zhu et al. 2021, Eq. 5), +A (Zhu et al. 2021, Eq. 4-5), the exact RBF factors
+# e^{−γa²} e^{−γb²}.
 PAPER = dict(softmax_scale=False, pool_at="projection", ceil=True, output_activation="none", a_sign=1,
              beta="exact")
 
@@ -323,7 +328,8 @@ def run_block(block, x):
 
 
 def concat_params(block):
-    """(w_θ, w_φ, bias) of the concatenation kernel's linear layer on [θ_i, φ_j] (seed 004 Eq. 5)."""
+    """(w_θ, w_φ, bias) of the concatenation kernel's linear layer on [θ_i, φ_j] (Wang et al.
+    2018, Eq. 5)."""
     lin = block.concat
     w = npy(lin.weight).reshape(-1)
     cs = w.shape[0] // 2
@@ -332,7 +338,7 @@ def concat_params(block):
 
 
 def ref_pairwise_inputs(block, x, kernel, pool, mode, o=PAPER):
-    """θ on all positions and φ on the key positions (seed 004 Fig. 2: the Gaussian uses x
+    """θ on all positions and φ on the key positions (Wang et al. 2018, Fig. 2: the Gaussian uses x
     itself). ``softmax_scale``: exp(θ·φ / √Cs), Cs the length of the vectors (released NL code)."""
     k = mode_kernel(pool, mode)
     if kernel == "gaussian":
@@ -444,7 +450,7 @@ def test_undefined_kernel_norm_pairs_are_rejected():
         NF.affinity_dense(theta, theta[:, :3], "relu_dot", "symmetric", bipartite=False)
 
 
-def test_symmetric_affinity_has_the_spectrum_of_seed_000_property_2():
+def test_symmetric_affinity_has_the_spectrum_of_snl_paper_property_2():
     """A = D^-½ ((M+Mᵀ)/2) D^-½ is symmetric and I − A is a normalised Laplacian: eigenvalues of
     A in [−1, 1], the top one 1 with eigenvector D^½ 1 (so L̃ = 2L/λ_max − I = −A)."""
     torch.manual_seed(7)
@@ -490,7 +496,7 @@ def test_chebyshev_terms_match_the_recurrence(order):
 # Functional forms: A2, CGNL, CC
 # ==============================================================================================
 def ref_double_attention(gather_logits, distribute_logits, z):
-    """Chen et al. (seed 000 Table 1 / App. B.3): M = softmax_desc(V) softmax_pos(B)ᵀ, F = M Z.
+    """Chen et al. (Zhu et al. 2021, Table 1 / App. B.3): M = softmax_desc(V) softmax_pos(B)ᵀ, F = M Z.
     Gather: descriptor k = Σ_j softmax_j(B_jk) z_j; distribute: y_i = Σ_k softmax_k(V_ik) d_k."""
     b, v, z = npy(gather_logits), npy(distribute_logits), npy(z)
     n, m, nd = v.shape[0], b.shape[0], v.shape[1]
@@ -527,13 +533,13 @@ def test_cgnl_functional_matches_reference(kernel, order):
     assert_close(NF.cgnl_dense(theta, phi, g, kernel, order, gamma), expected)
     assert_close(NF.cgnl_fast(theta, phi, g, kernel, order, gamma), expected)
     feats_t, feats_p = npy(NF.cgnl_features(theta, kernel, order, gamma)), npy(NF.cgnl_features(phi, kernel, order, gamma))
-    for i in range(2):  # f(a, b) = feat(a)·feat(b) (seed 001 Eq. 11-12: Θ Φᵀ)
+    for i in range(2):  # f(a, b) = feat(a)·feat(b) (Yue et al. 2018, Eq. 11-12: Θ Φᵀ)
         assert_close(feats_t[i] @ feats_p[i].T, ref_cgnl_kernel(theta[i], phi[i], kernel, order, gamma))
 
 
 @pytest.mark.parametrize("order", [1, 3])
 def test_cgnl_functional_constant_beta_matches_reference(order):
-    """seed 001 Eq. 10 as written: α_p² = β (2γ)^p/p! with the constant β = e^{−2γ}."""
+    """Yue et al. 2018 (CGNL) Eq. 10 as written: α_p² = β (2γ)^p/p! with the constant β = e^{−2γ}."""
     torch.manual_seed(15)
     theta, phi, g = torch.randn(2, 12, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64), \
         torch.randn(2, 8, dtype=torch.float64)
@@ -560,7 +566,7 @@ def test_cgnl_high_order_is_the_exact_kernel():
 
 def ref_criss_cross(theta, phi, g):
     """theta, phi, g B×T×H×W×C: y_i = Σ_{j∈V_i} softmax_j(θ_i·φ_j) g_j, V_i = positions in the same
-    W row (t, h), H column (t, w) or T line (h, w) as i, i itself once (seed 000 App. B.5)."""
+    W row (t, h), H column (t, w) or T line (h, w) as i, i itself once (Zhu et al. 2021, App. B.5)."""
     theta, phi, g = npy(theta), npy(phi), npy(g)
     b, t, h, w, _ = theta.shape
     out = np.zeros(g.shape)
@@ -600,7 +606,8 @@ MP_IDS = [f"{m}-{'pool' if p else 'full'}" for m, p in MODES_POOLS]
 
 
 def ref_nl(block, x, kernel, norm, pool, mode, o=PAPER):
-    """seed 004 Eq. 1 and 6: z_i = x_i + BN(W_z Σ_j A_ij g(x̂_j)), x̂ the subsampled input."""
+    """Wang et al. 2018 (NL) Eq. 1 and 6: z_i = x_i + BN(W_z Σ_j A_ij g(x̂_j)), x̂ the subsampled
+    input."""
     x = npy(x)
     k = mode_kernel(pool, mode)
     th, ph = ref_pairwise_inputs(block, x, kernel, pool, mode, o)
@@ -649,7 +656,7 @@ def test_nl_block_on_2d_and_1d_inputs(kernel):
 
 
 def ref_ns(block, x, kernel, norm, pool, mode, o=PAPER):
-    """Nonlocal stage (seed 000 App. B.2, Eq. 16): with A = D⁻¹M of the *block input*,
+    """Nonlocal stage (Zhu et al. 2021, App. B.2, Eq. 16): with A = D⁻¹M of the *block input*,
     X_s = X_{s−1} + BN_s(W_s (A Z_s − Z_s)), Z_s = g_s(X_{s−1}); Σ_j A_ij (z_j − z_i) = (AZ − Z)_i
     because the rows of A sum to 1."""
     x = npy(x)
@@ -702,9 +709,9 @@ def test_a2_block_matches_reference(num_descriptors, mode, pool, implementation)
 
 
 def ref_cgnl(block, x, pool, mode, groups, o=PAPER):
-    """seed 001 Eq. 7-13: within each channel group, every (position, channel) pair is a node;
-    vec(Y') = f(θ, φ) vec(g) with the order-P Taylor kernel, no normalisation; then the grouped
-    W_z, the output norm per group and the residual."""
+    """Yue et al. 2018 (CGNL) Eq. 7-13: within each channel group, every (position, channel) pair
+    is a node; vec(Y') = f(θ, φ) vec(g) with the order-P Taylor kernel, no normalisation; then the
+    grouped W_z, the output norm per group and the residual."""
     x = npy(x)
     k = mode_kernel(pool, mode)
     th = ref_conv(block.theta, x)
@@ -738,7 +745,7 @@ def test_cgnl_block_matches_reference(kernel, order, groups, gamma, mode, pool, 
     kw = {} if gamma is None else {"gamma": gamma}
     block = make_block(CGNL, dim=8, dim_inner=4, kernel=kernel, order=order, groups=groups, mode=mode,
                        pool_size=pool, implementation=implementation, **kw)
-    expected_order = 1 if kernel == "dot" else (order or 3)  # seed 001 §4.3: third order by default
+    expected_order = 1 if kernel == "dot" else (order or 3)  # Yue et al. 2018, §4.3: order 3
     assert block.order == expected_order and block.kernel == kernel
     if gamma is not None:
         assert block.gamma == gamma
@@ -767,9 +774,10 @@ def test_cc_block_matches_reference(shape, recurrence, implementation):
 
 
 def ref_snl(block, x, kernel, norm, pool, mode, order, o=PAPER):
-    """seed 000 Eq. 5 (K = 2) and the Chebyshev filter (Eq. 3-4): Y = X + BN(Σ_k T_k(A) Z W_{k+1}),
-    T_0 = I, T_1 = A (applied to the subsampled Z when φ, g are pooled). ``a_sign`` −1 filters
-    with −A; ``output_activation`` "relu": Y = X + relu(BN(F)) (the official SNL code)."""
+    """Zhu et al. 2021 (SNL) Eq. 5 (K = 2) and the Chebyshev filter (Eq. 3-4):
+    Y = X + BN(Σ_k T_k(A) Z W_{k+1}), T_0 = I, T_1 = A (applied to the subsampled Z when φ, g are
+    pooled). ``a_sign`` −1 filters with −A; ``output_activation`` "relu": Y = X + relu(BN(F))
+    (the official SNL code)."""
     x = npy(x)
     k = mode_kernel(pool, mode)
     th, ph = ref_pairwise_inputs(block, x, kernel, pool, mode, o)
@@ -894,7 +902,7 @@ def test_cgnl_block_options_match_reference(opts, groups, implementation):
 
 
 # ==============================================================================================
-# gSNL: sign convention and the equivalences seed 000 states
+# gSNL: sign convention and the equivalences Zhu et al. 2021 (SNL) states
 # ==============================================================================================
 def copy_pairwise(src, dst, g_src=None):
     with torch.no_grad():
@@ -908,8 +916,8 @@ def copy_pairwise(src, dst, g_src=None):
             dst.g.bias.copy_((g_src or src.g).bias)
 
 
-def test_gsnl_sign_convention_against_seed_000_property_2():
-    """Sign convention of T₁. Seed 000 Eq. 3 filters with T_k(L̃), T_0 = I, T_1(L̃) = L̃,
+def test_gsnl_sign_convention_against_snl_paper_property_2():
+    """Sign convention of T₁. Zhu et al. 2021 (SNL) Eq. 3 filters with T_k(L̃), T_0 = I, T_1(L̃) = L̃,
     L̃ = 2L/λ_max − I; Property 2 takes a normalised Laplacian L = I − A with λ_max = 2, so
     L̃ = −A and the paper's first-order term is T_1(L̃) = −A. vidnl uses T_1 = +A, i.e. it
     filters with T_k(A) = (−1)^k T_k(−A) = (−1)^k T_k(L̃): the two agree term by term up to the
@@ -934,9 +942,9 @@ def test_gsnl_sign_convention_against_seed_000_property_2():
 
 
 @pytest.mark.parametrize("order", [3, 4])
-def test_gsnl_equals_seed_000_eq4_power_form(order):
-    """Seed 000 Eq. 4 writes F = Z W'_1 + A Z W'_2 + Σ_{k≥2} A^k Z W'_{k+1} (powers of A). The
-    Chebyshev and power bases span the same polynomials of degree < K, so gSNL with weights W
+def test_gsnl_equals_snl_paper_eq4_power_form(order):
+    """Zhu et al. 2021 (SNL) Eq. 4 writes F = Z W'_1 + A Z W'_2 + Σ_{k≥2} A^k Z W'_{k+1} (powers
+    of A). The Chebyshev and power bases span the same polynomials of degree < K, so gSNL with weights W
     equals Eq. 4 with W'_{j+1} = Σ_k c_{kj} W_{k+1}, T_k(x) = Σ_j c_{kj} x^j."""
     block = make_block(GSNL, order=order)
     x = clip()
@@ -965,7 +973,7 @@ def test_gsnl_with_two_terms_is_snl(mode, pool):
 
 
 def test_ns_is_the_first_order_filter_with_tied_weights():
-    """Seed 000 §2.2 (2) and App. B.2: NS = first-order Chebyshev filter on D⁻¹M with
+    """Zhu et al. 2021 (SNL) §2.2 (2) and App. B.2: NS = first-order Chebyshev filter on D⁻¹M with
     W_1 = W_2 = −W in the paper's F = Z W_1 − A Z W_2 (T_1 = −A), i.e. in vidnl's T_1 = +A
     convention out_proj[0] = −W and out_proj[1] = +W."""
     ns = make_block(NS, num_stages=1)
@@ -983,7 +991,7 @@ def test_ns_is_the_first_order_filter_with_tied_weights():
 
 
 def test_nl_is_the_second_chebyshev_term_only():
-    """Seed 000 §2.2 (1) and App. B.1: NL = F(A, Z) = A Z W on A = D⁻¹M (W_1 = 0)."""
+    """Zhu et al. 2021 (SNL) §2.2 (1) and App. B.1: NL = F(A, Z) = A Z W on A = D⁻¹M (W_1 = 0)."""
     nl = make_block(NL)
     snl = make_block(SNL, kernel="embedded_gaussian", norm="softmax", seed=5)
     copy_pairwise(nl, snl)

@@ -1,6 +1,7 @@
 """The published networks exactly, and other codebases' checkpoints load into them.
 
-- Stage output sizes of the ResNet presets against seed 004 Table 1 and the released 8×8 layout.
+- Stage output sizes of the ResNet presets against Wang et al. 2018 (NL) Table 1 and the released
+  8×8 layout.
 - pytorchvideo 0.1.5 (an installed peer): its hub ResNets (random weights) saved in their hub
   layout load through vidnl's loading path and give the same logits; its NonLocal equals vidnl's
   NL with the official style.
@@ -60,7 +61,7 @@ def _stage_sizes(model: VideoResNet, x: torch.Tensor) -> dict[str, tuple[int, in
     return sizes
 
 
-# seed 004 Table 1 (output sizes T×H×W for a 32×224² input)
+# Wang et al. 2018 (NL) Table 1 (output sizes T×H×W for a 32×224² input)
 TABLE1 = {"conv1": (16, 112, 112), "pool1": (8, 56, 56), "res2": (8, 56, 56), "pool2": (4, 56, 56),
           "res3": (4, 28, 28), "res4": (4, 14, 14), "res5": (4, 7, 7)}
 # the released 8×8 models (PySlowFast / pytorchvideo) for an 8×224² input

@@ -256,6 +256,11 @@ def test_prid_rule_and_saved_splits(tmp_path):
         f.write("{broken")
     with pytest.raises(DatasetError, match="splits_prid2011_vidnl.json"):
         load_prid(root, 0, min_frames=5, num_shared=10)
+    # a file whose 'splits' is not a list of splits is refused, naming the field
+    for bad in (5, [], {"train": []}, "abc"):
+        json.dump({**saved, "splits": bad}, open(path, "w"))
+        with pytest.raises(DatasetError, match="field 'splits'"):
+            load_prid(root, 0, min_frames=5, num_shared=10)
 
 
 def test_empty_root_is_a_clear_error():

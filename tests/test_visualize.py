@@ -38,7 +38,8 @@ def test_attention_png_for_a_query(tmp_path, block_type, pool, mode):
     assert png.exists() and png.stat().st_size > 5000
     from PIL import Image
 
-    assert Image.open(png).size == (512, 272)  # 4 frames x 2 queries, 1.6 x 1.7 inches each at 80 dpi
+    # 4 frames x 2 queries: (1.6 x 4 + 0.8 for the colorbars) x (1.7 x 2 + 0.2) inches at 80 dpi
+    assert Image.open(png).size == (576, 288)
     maps = np.load(str(png)[:-4] + ".npz")
     m0 = maps["query_0"]
     assert m0.shape[0] == 4 and np.isfinite(m0).all()  # T = 4 frames at res3 (no temporal pool)
@@ -50,6 +51,23 @@ def test_attention_png_for_a_query(tmp_path, block_type, pool, mode):
         assert m0.sum() == pytest.approx(1.0, abs=1e-5)
     if mode == "space":  # one graph per frame: only the query's frame has weight
         assert (m0.sum((1, 2)) > 0).tolist() == [False, True, False, False]
+
+
+def test_every_row_has_a_colorbar_on_its_own_scale():
+    from vidnl.engine.attention import attention_figure
+
+    clip = torch.zeros(1, 3, 4, 16, 16)
+    positive = {"query": (1, 0.5, 0.5), "map": np.linspace(0, 2, 4 * 2 * 2, dtype=np.float32).reshape(4, 2, 2)}
+    signed = {"query": (2, 0.2, 0.8), "map": np.linspace(-3, 1, 4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4)}
+    fig = attention_figure(clip, [positive, signed], [0.5] * 3, [0.25] * 3, "t", row_labels=["a", "b"])
+    overlays = [ax.images[1] for ax in fig.axes if len(ax.images) == 2]
+    assert len(overlays) == 2 and all(im.colorbar is not None for im in overlays)
+    assert overlays[0].colorbar.vmin == 0 and overlays[0].colorbar.vmax == pytest.approx(2)
+    assert (overlays[1].colorbar.vmin, overlays[1].colorbar.vmax) == pytest.approx((-3, 3))  # centred at 0
+    assert {overlays[0].colorbar.ax, overlays[1].colorbar.ax} <= set(fig.axes)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def test_map_equals_the_dense_affinity_row(tmp_path):

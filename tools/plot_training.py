@@ -13,6 +13,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vidnl.cli import run_cli  # noqa: E402
+
 
 def read_stats(log_path: str) -> dict[str, list[dict]]:
     """json_stats records of a log, grouped by their ``_type``."""
@@ -84,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Show what a nonlocal block attends to: for chosen query positions, the block's affinity row
-over every frame of a clip, overlaid on the frames and saved as a PNG grid (seed 000 Fig. 3,
-seed 004 Fig. 3).
+over every frame of a clip, overlaid on the frames and saved as a PNG grid (Zhu et al. 2021
+(SNL), Fig. 3; Wang et al. 2018 (NL), Fig. 3).
 
     python tools/visualize_attention.py --cfg configs/UCF101/I3D_R50_SNL.yaml \\
         --checkpoint out/ucf/checkpoints/checkpoint_epoch_00100.pyth --video v_Archery_g01_c01.avi \\
@@ -11,7 +11,9 @@ A query ``t:y,x`` is frame t of the clip (0-based) and a point given as fraction
 height and width. One row of the affinity is computed directly (O(N), never the N×N matrix),
 so it works for the fast forms and for large graphs. Works for every block type: nl, ns, snl,
 gsnl, a2, cc, and cgnl, whose nodes are (position, channel) pairs: its map is the affinity summed
-over the channel pairs of each position pair (``CGNL.affinity_row``).
+over the channel pairs of each position pair (``CGNL.affinity_row``). Each row of the grid (one
+query) has a colorbar giving its affinity scale. The computation and the figure are
+:mod:`vidnl.engine.attention` (shared with the run report, ``tools/report.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vidnl.cli import run_cli  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vidnl.config import load_config  # noqa: E402
+from vidnl.engine.attention import attention_maps, render  # noqa: E402,F401 (attention_maps: public here too)
 from vidnl.errors import VidnlUserError  # noqa: E402
 
 
@@ -55,81 +60,6 @@ def load_clip(cfg, video: str) -> torch.Tensor:
     return dataset.normalizer(item["inputs"][:1])
 
 
-def attention_maps(model, block_name: str, clip: torch.Tensor, queries) -> list[dict]:
-    """For each query, the affinity row reshaped onto the block's key grid (T'×H'×W')."""
-    from vidnl.nonlocal_blocks.blocks import NonLocalBase, _as_5d
-
-    modules = dict(model.named_modules())
-    block = modules[block_name]
-    captured = {}
-    handle = block.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0].detach()))
-    with torch.no_grad():
-        model(clip)
-    handle.remove()
-    x = _as_5d(captured["x"])
-    _, _, t, h, w = x.shape
-    kt, kh, kw = block.pool_kernel if isinstance(block, NonLocalBase) else (1, 1, 1)
-    keys = (-(-t // kt), -(-h // kh), -(-w // kw))  # ceil_mode pooling
-    out = []
-    for qt, qy, qx in queries:
-        ti = min(int(qt * t / clip.shape[2]), t - 1)
-        yi, xi = min(int(qy * h), h - 1), min(int(qx * w), w - 1)
-        mode = getattr(block, "mode", "spacetime")
-        if mode == "spacetime":
-            graph, node, shape = 0, (ti * h + yi) * w + xi, keys
-        elif mode == "space":
-            graph, node, shape = ti, yi * w + xi, (1,) + keys[1:]
-        else:  # time
-            graph, node, shape = yi * w + xi, ti, (keys[0], 1, 1)
-        with torch.no_grad():
-            row = block.affinity_row(x, node)[graph]
-        amap = row.reshape(shape).float().numpy()
-        if mode == "space":  # the graph is one frame: show the map on that frame only
-            full = np.zeros(keys, np.float32)
-            full[min(ti // kt, keys[0] - 1)] = amap[0]
-            amap = full
-        elif mode == "time":
-            amap = np.broadcast_to(np.zeros(keys, np.float32) + 0, keys).copy()
-            for tt in range(keys[0]):
-                amap[tt, min(yi // kh, keys[1] - 1), min(xi // kw, keys[2] - 1)] = row[tt].item()
-        out.append({"query": (qt, qy, qx), "map": amap, "row_sum": float(row.sum())})
-    return out
-
-
-def render(clip: torch.Tensor, maps: list[dict], mean, std, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch.nn.functional as F
-
-    frames = (clip[0] * torch.tensor(std)[:, None, None, None] + torch.tensor(mean)[:, None, None, None])
-    frames = frames.clamp(0, 1).permute(1, 2, 3, 0).numpy()  # T×H×W×3
-    t, h, w = frames.shape[:3]
-    fig, axes = plt.subplots(len(maps), t, figsize=(1.6 * t, 1.7 * len(maps)), squeeze=False)
-    for r, m in enumerate(maps):
-        up = F.interpolate(torch.from_numpy(m["map"])[None, None], size=(t, h, w), mode="nearest")[0, 0].numpy()
-        vmax = max(float(np.abs(up).max()), 1e-12)
-        # affinities of exponential / relu kernels are >= 0; dot-product ones (NL dot, CGNL dot)
-        # can be negative: those get a diverging map centred at 0
-        cmap, vmin = ("jet", 0.0) if up.min() >= 0 else ("coolwarm", -vmax)
-        qt, qy, qx = m["query"]
-        for c in range(t):
-            ax = axes[r][c]
-            ax.imshow(frames[c])
-            ax.imshow(up[c], cmap=cmap, alpha=0.5, vmin=vmin, vmax=vmax)
-            if c == qt:
-                ax.plot([qx * w], [qy * h], marker="*", color="white", markersize=10, markeredgecolor="black")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"frame {c}", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", dest="cfg_file", required=True)
@@ -144,12 +74,12 @@ def main(argv=None) -> int:
         cfg = load_config(a.cfg_file, a.overrides)
         from vidnl.engine.checkpoint import load_weights
         from vidnl.models import build_model
-        from vidnl.nonlocal_blocks import NonLocalBase
+        from vidnl.engine.attention import nonlocal_block_names
 
         model = build_model(cfg).eval()
         if a.checkpoint:
             load_weights(model, a.checkpoint, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
-        blocks = [n for n, m in model.named_modules() if isinstance(m, NonLocalBase)]
+        blocks = nonlocal_block_names(model)
         if a.block:
             if a.block not in blocks:
                 raise VidnlUserError(f"--block {a.block!r} is not a nonlocal block of this model; it has {blocks}")
@@ -166,7 +96,8 @@ def main(argv=None) -> int:
             maps = attention_maps(model, name, clip, a.queries)
             path = os.path.join(a.out, f"attention_{name.replace('.', '_')}.png")
             render(clip, maps, list(cfg.DATA.MEAN), list(cfg.DATA.STD), path,
-                   f"{type(modules[name]).__name__} {name}: affinity rows of {len(maps)} queries")
+                   f"{type(modules[name]).__name__} {name}: affinity rows of {len(maps)} queries",
+                   row_labels=[f"query {t}:{y:g},{x:g}" for t, y, x in a.queries])
             np.savez_compressed(path[:-4] + ".npz", **{f"query_{i}": m["map"] for i, m in enumerate(maps)})
             print(f"{name}: {path}")
     except VidnlUserError as e:
@@ -176,4 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

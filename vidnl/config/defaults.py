@@ -121,9 +121,10 @@ _C.DATA.MEAN = [0.45, 0.45, 0.45]
 _C.DATA.STD = [0.225, 0.225, 0.225]
 # Input channels of the model (3 for RGB).
 _C.DATA.INPUT_CHANNEL_NUM = 3
-# Video decoder: "decord" (fast; PyAV is used automatically for a file decord cannot read) or
-# "pyav".
-_C.DATA.DECODING_BACKEND = "decord"
+# Video decoder: "auto" (decord when it is installed, else PyAV; the run's log says which),
+# "decord" (fast random access; PyAV is used automatically for a file decord cannot read; needs
+# pip install 'vidnl[decord]', wheels for Linux and Windows on x86_64) or "pyav".
+_C.DATA.DECODING_BACKEND = "auto"
 # Decoder threads per video (0: decoder's choice).
 _C.DATA.DECODING_THREADS = 1
 
@@ -149,7 +150,7 @@ _C.MODEL = CfgNode()
 # re-identification: embedding + triplet loss, CMC/mAP evaluation).
 _C.MODEL.TASK = "classification"
 # Architecture: "c2d" (2D kernels, temporal pooling only), "i3d" (inflated 3x1x1 / 3x3x3
-# temporal kernels in alternate residual blocks and a 5x7x7 stem, seed 004 Table 1),
+# temporal kernels in alternate residual blocks and a 5x7x7 stem, Wang et al. 2018 (NL), Table 1),
 # "resnet3d" (Hara et al.'s 3D-ResNet / ResNeXt, kxkxk kernels), "p3d" (Pseudo-3D ResNet),
 # "mars" (RGB ResNeXt with a flow teacher), "vtn" (2D ResNet + transformer), "resnet2d" and
 # "preresnet", "preresnet_snl_code" (images as T=1 clips), plus models registered by other modules (e.g. "resnet50tp").
@@ -167,7 +168,7 @@ _C.MODEL.LABEL_SMOOTHING = 0.0
 # .pkl release), "pytorchvideo" (hub .pyth), "mmaction2", "snl_official", "cgnl_official"
 # (docs/pretrained.md).
 _C.MODEL.WEIGHTS_FORMAT = "auto"
-# How 2D kernels are inflated over time: "mean" (each of the t planes is w / t, seed 004) or
+# How 2D kernels are inflated over time: "mean" (each of the t planes is w / t, as in Wang et al. 2018) or
 # "center" (w in the middle plane, zeros elsewhere).
 _C.MODEL.INFLATE = "mean"
 # MARS: weight alpha of the feature-distillation term (MSE to the flow teacher's features).
@@ -187,7 +188,7 @@ _C.RESNET.BASE_WIDTH = 64
 # Groups of the 3x3x3 convs of "resnet3d" / "mars" bottlenecks: 1 for ResNet, 32 for ResNeXt.
 _C.RESNET.CARDINALITY = 1
 # Temporal layout of C2D / I3D ResNets (docs/pretrained.md has the presets). The defaults are
-# the released 8x8 models (PySlowFast I3D_NLN_8x8_R50, pytorchvideo i3d_r50); seed 004 Table 1
+# the released 8x8 models (PySlowFast I3D_NLN_8x8_R50, pytorchvideo i3d_r50); Table 1 of Wang et al. 2018
 # (32-frame input) is STEM_TEMPORAL_STRIDE 2, POOL1_TEMPORAL [3, 2], POOL2_TEMPORAL [3, 2, 1]
 # (configs/Kinetics/*_32x2_*.yaml).
 # Temporal kernel of the t x 7 x 7 stem conv; 0: 5 for i3d, 1 for c2d.
@@ -205,7 +206,7 @@ _C.RESNET.TEMPORAL_POOL = True
 # block 1).
 _C.RESNET.INFLATE = []
 # Which conv of an inflated bottleneck gets the temporal kernel: "1x1" (3x1x1, I3D 3x1x1 of
-# seed 004, the released models) or "3x3" (3x3x3, I3D 3x3x3 of seed 004 Table 2e).
+# Wang et al. 2018 (NL), the released models) or "3x3" (3x3x3, their I3D 3x3x3 of Table 2e).
 _C.RESNET.INFLATE_CONV = "1x1"
 # resnet3d: shortcut where the shape changes, "B" (1x1x1 conv + BN) or "A" (subsample, zero-pad the
 # new channels; no parameters: Hara et al.'s v1 ResNet-18/34 Kinetics checkpoints).
@@ -217,8 +218,8 @@ _C.RESNET.ZERO_INIT_FINAL_BN = True
 # Video Transformer Network (MODEL.ARCH vtn)
 # ---------------------------------------------------------------------------------------------
 _C.VTN = CfgNode()
-# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (seed 000
-# replaces it with a nonlocal block over the frame tokens).
+# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (Zhu et al.
+# 2021 (SNL) replace it with a nonlocal block over the frame tokens).
 _C.VTN.ATTENTION = "mha"
 # Token width.
 _C.VTN.DIM = 512
@@ -237,8 +238,11 @@ _C.BN = CfgNode()
 _C.BN.EPSILON = 1e-5
 # BN momentum (PyTorch convention).
 _C.BN.MOMENTUM = 0.1
-# "batchnorm", or "sync_batchnorm" (statistics over all processes of a torchrun launch; GPU only).
-_C.BN.NORM_TYPE = "batchnorm"
+# "auto": with W > 1 torchrun processes, training BN statistics over the whole global batch
+# (nn.SyncBatchNorm on GPU, vidnl's all-reduce GlobalBatchNorm on the CPU), so W processes train
+# as one; with one process plain BN. "sync_batchnorm": the same, said explicitly. "batchnorm":
+# statistics of each process's own share (faster on many GPUs; W processes then differ from one).
+_C.BN.NORM_TYPE = "auto"
 # Keep BN layers in eval mode during training (running statistics, trainable scale and shift), as
 # when fine-tuning with small per-process batches; makes N processes match one exactly on CPU.
 _C.BN.FROZEN = False
@@ -250,11 +254,11 @@ _C.BN.WEIGHT_DECAY_ON_BN = False
 # ---------------------------------------------------------------------------------------------
 _C.NONLOCAL = CfgNode()
 # Per stage (res2..res5), 0-based indices of the residual blocks after which a nonlocal block is
-# inserted. [[], [1, 3], [1, 3, 5], []] is the 5-block R50 of seed 004. [] everywhere: none.
+# inserted. [[], [1, 3], [1, 3, 5], []] is the 5-block R50 of Wang et al. 2018 (NL). [] everywhere: none.
 _C.NONLOCAL.LOCATION = [[], [], [], []]
-# Block type: "nl" (Wang et al., seed 004), "ns" (nonlocal stage), "a2" (double attention),
-# "cgnl" (compact generalised NL, seed 001), "cc" (criss-cross), "snl" (spectral NL, seed 000
-# Eq. 5) or "gsnl" (SNL with the K-term Chebyshev filter). See vidnl/nonlocal_blocks/blocks.py.
+# Block type: "nl" (Wang et al. 2018), "ns" (nonlocal stage), "a2" (double attention),
+# "cgnl" (compact generalised NL, Yue et al. 2018), "cc" (criss-cross), "snl" (spectral NL, Zhu et al.
+# 2021, Eq. 5) or "gsnl" (SNL with the K-term Chebyshev filter). See vidnl/nonlocal_blocks/blocks.py.
 _C.NONLOCAL.TYPE = "snl"
 # Pairwise kernel: "" (the type's default), "embedded_gaussian", "gaussian", "dot", "relu_dot",
 # "concatenation" (nl/ns/snl/gsnl), or "dot" / "embedded_gaussian" / "gaussian" (cgnl).
@@ -267,7 +271,7 @@ _C.NONLOCAL.INNER_CHANNELS = 0
 # Inner width Cs as a fraction of the input channels (0.5: Cs = C/2 as in the papers).
 _C.NONLOCAL.INNER_RATIO = 0.5
 # Max-pool kernel (T, H, W) applied to phi and g to subsample the graph; [] or [1, 1, 1]: none.
-# [1, 2, 2] is the spatial subsampling of seed 004.
+# [1, 2, 2] is the spatial subsampling of Wang et al. 2018 (NL).
 _C.NONLOCAL.POOL = []
 # Which positions form the graph: "spacetime" (all T*H*W positions), "space" (one graph per
 # frame) or "time" (one graph per pixel across frames).
@@ -294,23 +298,23 @@ _C.NONLOCAL.STYLE = "paper"
 _C.NONLOCAL.BIAS = None
 # Scale the softmax logits by Cs^-1/2 (exp kernels; None: the style's; official NL: True).
 _C.NONLOCAL.SOFTMAX_SCALE = None
-# Where POOL subsamples: "projection" (max-pool phi(x) and g(x), seed 004's text) or "input"
+# Where POOL subsamples: "projection" (max-pool phi(x) and g(x), the text of Wang et al. 2018) or "input"
 # (max-pool x before phi and g, the released NL code); "": the style's.
 _C.NONLOCAL.POOL_AT = ""
 # Max-pool with ceil_mode (odd sizes keep their last row; None: the style's, paper True).
 _C.NONLOCAL.POOL_CEIL_MODE = None
-# snl / gsnl: activation after the output BN, "none" (seed 000 Eq. 5) or "relu" (the official
+# snl / gsnl: activation after the output BN, "none" (Zhu et al. 2021, Eq. 5) or "relu" (the official
 # SNL code); "": the style's.
 _C.NONLOCAL.OUTPUT_ACTIVATION = ""
 # snl / gsnl: 1 filters with A, -1 with -A (the MMSeg variant of the official code: Z W1 - A Z W2);
 # 0: the style's (1).
 _C.NONLOCAL.A_SIGN = 0
-# cgnl: gamma of the Gaussian RBF kernel (0: the style's, 1e-4 as seed 001).
+# cgnl: gamma of the Gaussian RBF kernel (0: the style's, 1e-4 as in Yue et al. 2018).
 _C.NONLOCAL.CGNL_GAMMA = 0.0
 # cgnl: beta of the RBF Taylor form, "exact" (exp(-gamma (a^2 + b^2)) per pair) or "constant"
-# (exp(-2 gamma), seed 001's constant, the official code); "": the style's.
+# (exp(-2 gamma), the constant of Yue et al. 2018, the official code); "": the style's.
 _C.NONLOCAL.CGNL_BETA = ""
-# cgnl: output normalisation, "batch" (BN, seed 001 Eq. 13) or "group" (GroupNorm with GROUPS
+# cgnl: output normalisation, "batch" (BN, Yue et al. 2018, Eq. 13) or "group" (GroupNorm with GROUPS
 # groups, the official code); "": the style's.
 _C.NONLOCAL.CGNL_NORM = ""
 # Zero-initialise the scale of the block's output BN so the block starts as the identity.

@@ -26,9 +26,9 @@ ALLOWED_VALUES = {
     "TEST.ENSEMBLE_METHOD": ("sum_softmax", "mean_logits"),
     "TEST.SPLIT": ("test", "val"),
     "DATA.SHORT_VIDEO_MODE": ("pad", "loop"),
-    "DATA.DECODING_BACKEND": ("decord", "pyav"),
+    "DATA.DECODING_BACKEND": ("auto", "decord", "pyav"),  # = vidnl.data.decoding.BACKEND_CHOICES
     "MODEL.LOSS_FUNC": ("cross_entropy",),
-    "BN.NORM_TYPE": ("batchnorm", "sync_batchnorm"),
+    "BN.NORM_TYPE": ("auto", "batchnorm", "sync_batchnorm"),
     "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2",
                              "snl_official", "cgnl_official", "bearpaw_preresnet", "snl_code_preresnet",
                              "reid_resnet50tp", "p3d_official"),  # = vidnl.models.weight_formats.FORMATS
@@ -314,10 +314,26 @@ def validate(cfg: CfgNode) -> None:
     for ext in EXTENSIONS:
         if hasattr(ext, "validate"):
             ext.validate(cfg)
+    _validate_decoding_backend(cfg)
     _validate_solver(cfg)
     _validate_nonlocal_location(cfg)
     _validate_nonlocal_options(cfg)
     _validate_inflate(cfg)
+
+
+def _validate_decoding_backend(cfg: CfgNode) -> None:
+    """An explicit DATA.DECODING_BACKEND decord needs decord importable ("auto" falls back to PyAV)."""
+    if cfg.DATA.DECODING_BACKEND != "decord":
+        return
+    from ..data.decoding import DECORD_INSTALL_HINT, decord_import_error
+
+    reason = decord_import_error()
+    if reason is not None:
+        raise ConfigError(
+            f"DATA.DECODING_BACKEND: 'decord' is set but decord cannot be imported ({reason}). Install it with "
+            f"{DECORD_INSTALL_HINT} (wheels for Linux and Windows on x86_64), or set DATA.DECODING_BACKEND pyav "
+            f"(or auto: decord when installed, else PyAV)."
+        )
 
 
 def _validate_solver(cfg: CfgNode) -> None:
@@ -417,6 +433,19 @@ def _validate_inflate(cfg: CfgNode) -> None:
             f"RESNET.INFLATE: expected one list of 0/1 per stage with {list(blocks)} entries for "
             f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, got {inflate!r}."
         )
+
+
+def config_from_dict(data: dict, source: str) -> CfgNode:
+    """Defaults <- the nested mapping ``data`` (``{"MODEL": {"ARCH": "i3d"}}``, what a YAML file
+    holds), validated; errors name ``source``."""
+    from .defaults import get_cfg
+
+    cfg = get_cfg()
+    _ROOT[0] = get_cfg()
+    merge_checked(cfg, data, source=source)
+    validate(cfg)
+    cfg.freeze()
+    return cfg
 
 
 def load_config(cfg_file: str | None = None, opts: Iterable[str] = ()) -> CfgNode:

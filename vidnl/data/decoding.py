@@ -1,5 +1,9 @@
 """Video decoding: decord first (fast random access), PyAV as fallback or by choice.
 
+decord is optional (``pip install 'vidnl[decord]'``; wheels exist for Linux and Windows on
+x86_64 only): backend ``"auto"`` (DATA.DECODING_BACKEND's default) is decord when it imports,
+else PyAV, and decord is only imported when a video is decoded with it.
+
 ``read_frames(path, choose_indices, backend)`` opens a video once, asks ``choose_indices`` for
 the frame indices it wants given the frame count, decodes each distinct frame once and returns
 them in the requested order (repeats allowed). A test video's K×S views are all cut from one
@@ -12,13 +16,18 @@ directory or ``source="frames"``.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-BACKENDS = ("decord", "pyav")
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("decord", "pyav")  # the decoders
+BACKEND_CHOICES = ("auto",) + BACKENDS  # the values of DATA.DECODING_BACKEND
+DECORD_INSTALL_HINT = "pip install 'vidnl[decord]'"
 SOURCES = ("video", "frames")
 DEFAULT_FRAME_TEMPLATE = "img_{:05d}.jpg"
 
@@ -52,6 +61,49 @@ class DecodedFrames:
                 f"the frames are chosen among those")
 
 
+_DECORD_IMPORT: list = []  # [None] when decord imports, else [reason]; filled on first use
+_AUTO_LOGGED: list = []
+
+
+def decord_import_error() -> str | None:
+    """None when ``import decord`` works, else why not (e.g. "ModuleNotFoundError: No module
+    named 'decord'"); tried once per process."""
+    if not _DECORD_IMPORT:
+        try:
+            import decord  # noqa: F401
+            _DECORD_IMPORT.append(None)
+        except Exception as e:  # ImportError, or OSError from a broken shared library
+            _DECORD_IMPORT.append(f"{type(e).__name__}: {e}")
+    return _DECORD_IMPORT[0]
+
+
+def decord_available() -> bool:
+    return decord_import_error() is None
+
+
+def resolve_backend(backend: str) -> str:
+    """The decoder a backend choice means: ``"auto"`` is ``"decord"`` when decord imports, else
+    ``"pyav"`` (logged once per process: the main one, or the first data-loader worker);
+    ``"decord"`` and ``"pyav"`` are themselves."""
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"decoding backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    resolved = "decord" if decord_available() else "pyav"
+    if not _AUTO_LOGGED:
+        _AUTO_LOGGED.append(resolved)
+        from torch.utils.data import get_worker_info
+
+        worker = get_worker_info()
+        if worker is None or worker.id == 0:
+            if resolved == "decord":
+                logger.info("DATA.DECODING_BACKEND auto: decoding with decord (PyAV for a file decord cannot read)")
+            else:
+                logger.info("DATA.DECODING_BACKEND auto: decoding with pyav (decord is not available: %s; "
+                            "%s for faster random access)", decord_import_error(), DECORD_INSTALL_HINT)
+    return resolved
+
+
 def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(h, w) with the shorter side ``short_side`` and the aspect kept (the rounding of
     ``transforms.resize_short_side``)."""
@@ -69,6 +121,8 @@ def _target_size(height: int, width: int, short_side: int | None) -> tuple[int, 
 
 def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
                    short_side: int | None = None) -> DecodedFrames:
+    if not decord_available():
+        raise RuntimeError(f"decord is not installed ({decord_import_error()}; {DECORD_INSTALL_HINT})")
     import decord
 
     promised, height, width = _container_header(path)
@@ -197,7 +251,7 @@ def _decode_frames(path: str, choose_indices: Callable[[int], np.ndarray], templ
 def read_frames(
     path: str,
     choose_indices: Callable[[int], np.ndarray],
-    backend: str = "decord",
+    backend: str = "auto",
     threads: int = 1,
     source: str = "video",
     frame_template: str = DEFAULT_FRAME_TEMPLATE,
@@ -207,13 +261,14 @@ def read_frames(
     ``short_side``, videos larger than that are scaled while decoding so their shorter side is
     ``short_side`` (the memory of a decode then follows the model's input size, not the file's).
 
-    With ``backend="decord"``, PyAV is tried when decord fails on the file. A directory, or any
+    ``backend``: ``"auto"`` (decord when it imports, else PyAV), ``"decord"`` or ``"pyav"``.
+    With decord, PyAV is tried when decord fails on the file. A directory, or any
     path with ``source="frames"``, is read as a folder of frames named ``frame_template``
     (numbered from 1). Raises :class:`DecodeError` naming the file and the reasons when it
     cannot be read.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"decoding backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"decoding backend must be one of {BACKEND_CHOICES}, got {backend!r}")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "frames" or os.path.isdir(path):
@@ -228,6 +283,7 @@ def read_frames(
         raise DecodeError(path, "file does not exist")
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "file is empty (0 bytes)")
+    backend = resolve_backend(backend)
     order = [backend] + [b for b in BACKENDS if b != backend and backend == "decord"]
     reasons = []
     for name in order:

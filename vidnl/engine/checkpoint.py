@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import VidnlUserError
+from .logging import log_json_stats
 
 logger = logging.getLogger(__name__)
 
@@ -319,4 +320,5 @@ def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> R
         set_rng_state(ckpt["rng"])
     state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
     logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
+    log_json_stats({"_type": "resume", "epoch": state.epoch, "iteration": state.iteration, "checkpoint": path})
     return state

@@ -36,7 +36,7 @@ from ..errors import DatasetError
 from ..models import build_model
 from .checkpoint import (CheckpointError, RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints,
                          load_weights, restore_run, save_checkpoint)
-from .logging import TensorBoardWriter, log_json_stats, setup_logging
+from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .losses import reid_loss
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .run_manifest import check_resume_config
@@ -178,6 +178,7 @@ class ReIDTrainer:
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
         setup_logging(cfg.OUTPUT_DIR)
+        log_run_header(cfg)
         seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
         self.device = get_device(cfg)
         self.data = data if data is not None else build_reid_data(cfg)
@@ -249,7 +250,9 @@ class ReIDTrainer:
         start = time.time()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", disable=not sys.stderr.isatty(),
                    leave=False, initial=start_iter, total=iters)
+        timer = StepTimer()
         for it, batch in enumerate(bar, start=start_iter):
+            timer.data_ready()
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
             x = self.train_set.transform.normalizer(batch["inputs"], self.device)
@@ -261,6 +264,7 @@ class ReIDTrainer:
             optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
                               f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
             n = y.shape[0]
+            timer.step_done()
             sums["loss"] += loss.item() * n
             sums["ce"] += parts["ce"] * n
             sums["triplet"] += parts["triplet"] * n
@@ -268,15 +272,18 @@ class ReIDTrainer:
             seen += n
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}")
             if (it + 1) % cfg.LOG_PERIOD == 0:
+                steps_left = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * iters + iters - it - 1
                 log_json_stats({"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
-                                "loss": loss.item(), **parts, "lr": lr})
+                                "loss": loss.item(), **parts, "lr": lr, **timer.report(steps_left),
+                                **memory_stats(self.device)})
                 self.tb.add_scalars({"loss": loss.item(), **parts, "lr": lr}, epoch * iters + it, "train_iter")
             period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
             if period and (it + 1) % period == 0 and it + 1 < iters:
                 self.save(epoch, it + 1)
         elapsed = time.time() - start
         stats = {"_type": "train_epoch", "epoch": epoch + 1, "lr": lr, "clips": seen, "time_s": elapsed,
-                 "clips_per_s": seen / max(elapsed, 1e-9), "id_top1_acc": 100.0 * hits / max(seen, 1)}
+                 "clips_per_s": seen / max(elapsed, 1e-9), "id_top1_acc": 100.0 * hits / max(seen, 1),
+                 **memory_stats(self.device)}
         stats.update({k: v / max(seen, 1) for k, v in sums.items()})
         return stats
 

@@ -26,20 +26,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.datasets import build_dataset, preflight_split
+from ..data.decoding import resolve_backend
 from ..data.loader import FailureLog, build_test_loader, build_train_loader
 from ..config import ConfigError
 from ..errors import DatasetError
 from ..models import build_model
 from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, load_checkpoint_file, load_weights,
                          restore_run, save_checkpoint, unwrap)
-from .distributed import (GlobalBatchSampler, all_gather_objects, barrier, broadcast_object, get_rank,
-                          get_world_size, init_distributed, is_main_process)
-from .evaluate import evaluate, summary
-from .logging import TensorBoardWriter, log_json_stats, setup_logging
+from .distributed import (GlobalBatchSampler, all_gather_objects, all_reduce_sum, barrier, broadcast_object,
+                          get_rank, get_world_size, init_distributed, is_main_process)
+from .evaluate import evaluate, metric_summary, summary
+from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .run_manifest import check_resume_config, write_manifest
 from .setup import autocast_context, get_device, seed_everything
+from .split_invariant import make_split_invariant, set_dropout_step
 
 logger = logging.getLogger(__name__)
 
@@ -98,17 +100,19 @@ class Trainer:
             with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
                 f.write(cfg.dump())
         setup_logging(cfg.OUTPUT_DIR if self.main else None, quiet=not self.main)
+        log_run_header(cfg)
         if cfg.NUM_GPUS > 1 and self.world == 1:
             logger.warning("NUM_GPUS=%d but this is a single process: launch with torchrun --nproc_per_node %d "
                            "to use them all", cfg.NUM_GPUS, cfg.NUM_GPUS)
         seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
         self.device = get_device(cfg)
         model = build_model(cfg)
-        if cfg.BN.NORM_TYPE == "sync_batchnorm" and self.world > 1:
-            if self.device.type != "cuda":
-                raise ConfigError("BN.NORM_TYPE sync_batchnorm needs GPUs (PyTorch has no CPU SyncBatchNorm); "
-                                   "use batchnorm, or BN.FROZEN True")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        sync_bn = "none"
+        if cfg.BN.NORM_TYPE != "batchnorm" and self.world > 1 and not cfg.BN.FROZEN:
+            sync_bn = "cuda" if self.device.type == "cuda" else "global"
+            logger.info("BN statistics over the global batch of all %d processes (%s)", self.world,
+                        "nn.SyncBatchNorm" if sync_bn == "cuda" else "GlobalBatchNorm, all-reduce")
+        model = make_split_invariant(model, seed=cfg.RNG_SEED, rank=self.rank, world=self.world, sync_bn=sync_bn)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.amp = cfg.TRAIN.MIXED_PRECISION
@@ -124,6 +128,8 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
+        logger.info("video decoding: %s (DATA.DECODING_BACKEND %s)", resolve_backend(cfg.DATA.DECODING_BACKEND),
+                    cfg.DATA.DECODING_BACKEND)
         if cfg.TEST.ENABLE:
             preflight_split(cfg.TEST.DATASET, cfg, cfg.TEST.SPLIT)  # its CSV and labels, before any training
         self.sampler = GlobalBatchSampler(len(self.train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, self.rank, self.world)
@@ -158,13 +164,18 @@ class Trainer:
         self.sampler.set_epoch(epoch, start_step=start_iter)
         loss_sum, seen, hits1, lr = 0.0, 0, 0, lr_at_epoch(cfg, epoch + start_iter / iters)
         start = time.time()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", disable=not sys.stderr.isatty(),
-                   leave=False, initial=start_iter, total=iters)
-        for it, batch in enumerate(bar, start=start_iter):
+        period = {"loss": 0.0, "hits": 0, "clips": 0}
+        timer = StepTimer()
+        steps_left_after_epoch = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * iters
+        bar = tqdm(total=iters, initial=start_iter, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
+                   disable=not sys.stderr.isatty(), leave=False)
+        for it, batch in enumerate(self.loader, start=start_iter):
+            timer.data_ready()
             self.failures.add(batch["failures"], batch.get("notes", ()))
             self.check_bad_fraction()
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
+            set_dropout_step(self.model, epoch * iters + it)
             x = self.train_set.normalizer(batch["inputs"], self.device)
             y = batch["labels"].to(self.device, non_blocking=True)
             with autocast_context(self.device, self.amp):
@@ -177,22 +188,37 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING) + aux
             optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
                               f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
-            n = y.shape[0]
-            loss_sum += loss.item() * n
-            seen += n
-            hits1 += topk_correct(logits.detach().float(), y, (1,))[1]
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}")
+            n, step_loss = y.shape[0], loss.item()
+            hits = topk_correct(logits.detach().float(), y, (1,))[1]
+            timer.step_done()
+            loss_sum, seen, hits1 = loss_sum + step_loss * n, seen + n, hits1 + hits
+            period["loss"], period["hits"], period["clips"] = (period["loss"] + step_loss * n,
+                                                               period["hits"] + hits, period["clips"] + n)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2g}")
             if (it + 1) % cfg.LOG_PERIOD == 0:
-                log_json_stats({"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
-                                "loss": loss.item(), "lr": lr})
-                self.tb.add_scalars({"loss": loss.item(), "lr": lr}, epoch * iters + it, "train_iter")
-            period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
-            if period and (it + 1) % period == 0 and it + 1 < iters:
+                self.log_period(period, timer.report(steps_left_after_epoch + iters - it - 1), epoch, it, iters, lr)
+            ckpt_period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
+            if ckpt_period and (it + 1) % ckpt_period == 0 and it + 1 < iters:
                 self.save(epoch, it + 1)
+        bar.close()
         elapsed = time.time() - start
-        return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1),
-                "top1_acc": 100.0 * hits1 / max(seen, 1), "lr": lr, "clips": seen, "time_s": elapsed,
-                "clips_per_s": seen / max(elapsed, 1e-9)}
+        loss_sum, seen, hits1 = all_reduce_sum([loss_sum, seen, hits1], self.device)  # every process's shard
+        top1 = 100.0 * hits1 / max(seen, 1)
+        return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "top1_acc": top1,
+                "top1_err": 100.0 - top1, "lr": lr, "clips": int(seen), "time_s": elapsed,
+                "clips_per_s": seen / max(elapsed, 1e-9), **memory_stats(self.device)}
+
+    def log_period(self, period: dict, timing: dict, epoch: int, it: int, iters: int, lr: float) -> None:
+        """One ``train_iter`` json_stats line for the iterations since the last one: loss and
+        top-1 error over all processes, ``timing`` (StepTimer.report), memory. Resets ``period``."""
+        loss, hits, clips = all_reduce_sum([period["loss"], period["hits"], period["clips"]], self.device)
+        stats = {"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
+                 "loss": loss / max(clips, 1), "top1_err": 100.0 * (1 - hits / max(clips, 1)), "lr": lr,
+                 **timing, **memory_stats(self.device)}
+        log_json_stats(stats)
+        self.tb.add_scalars({"loss": stats["loss"], "lr": lr, "dt": timing["dt"]}, epoch * iters + it, "train_iter")
+        period.update(loss=0.0, hits=0, clips=0)
 
     def check_bad_fraction(self) -> None:
         limit = self.cfg.DATA_LOADER.MAX_BAD_FRACTION
@@ -233,7 +259,7 @@ class Trainer:
         with autocast_context(self.device, self.amp):
             res = evaluate(self.model, self.val_loader, self.device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
         log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **summary(res)})
-        self.tb.add_scalars(summary(res), epoch + 1, "val")
+        self.tb.add_scalars(metric_summary(res), epoch + 1, "val")
         if state.best is None or res["video_top1"] > state.best:
             state.best = res["video_top1"]
             if self.main:

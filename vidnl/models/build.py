@@ -162,7 +162,7 @@ SNL_CODE_PRERESNET_BLOCKS = {56: (9, 9, 9), 110: (18, 18, 18)}
 
 @register_model("preresnet_snl_code", _depth_stages(SNL_CODE_PRERESNET_BLOCKS, ("res1", "res2", "res3")))
 def _preresnet_snl_code(cfg: CfgNode) -> nn.Module:
-    """The bottleneck PreResNet of the SNL authors' classification code (seed 000 Tables 2-5)."""
+    """The bottleneck PreResNet of the SNL authors' classification code (Zhu et al. 2021 (SNL), Tables 2-5)."""
     from .preresnet import PreResNetBottleneckCifar
 
     model = PreResNetBottleneckCifar(blocks=SNL_CODE_PRERESNET_BLOCKS[cfg.RESNET.DEPTH][0],

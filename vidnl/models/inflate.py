@@ -2,9 +2,9 @@
 
 ``convert_state_dict(state, model, fmt, inflate)`` renames the keys of ``state`` to vidnl's and,
 where a 2D kernel (O×I×k×k) meets a 3D parameter (O×I×t×k×k), inflates it over time:
-"mean" puts w / t in each of the t planes (seed 004: a static clip then gives the 2D network's
-response), "center" puts w in the middle plane. Keys it cannot map are kept as they are, so
-loading reports them as unexpected.
+"mean" puts w / t in each of the t planes (Wang et al. 2018: a static clip then gives the
+2D network's response), "center" puts w in the middle plane. Keys it cannot map are kept as
+they are, so loading reports them as unexpected.
 """
 
 from __future__ import annotations

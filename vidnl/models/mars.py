@@ -1,5 +1,5 @@
-"""MARS: Motion-Augmented RGB Stream (Crasto et al., CVPR 2019), one of seed 000's Table 8
-backbones.
+"""MARS: Motion-Augmented RGB Stream (Crasto et al., CVPR 2019), one of the Table 8
+backbones of Zhu et al. 2021 (SNL).
 
 An RGB 3D-ResNeXt-101 is trained to classify and, at the same time, to reproduce the features
 of a frozen optical-flow 3D-ResNeXt-101 teacher: loss = CE(RGB logits) + α · MSE(RGB features,

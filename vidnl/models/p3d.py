@@ -1,4 +1,5 @@
-"""Pseudo-3D ResNet (Qiu et al., ICCV 2017), one of seed 000's Table 8 backbones.
+"""Pseudo-3D ResNet (Qiu et al., ICCV 2017), one of the Table 8 backbones of
+Zhu et al. 2021 (SNL).
 
 Each bottleneck of res2..res4 factorises its 3×3×3 kernel into a spatial 1×3×3 conv S and a
 temporal 3×1×1 conv T, cycling through the three P3D designs:
@@ -16,7 +17,7 @@ up (``ceil_mode``), which equals the released floor pooling for even T and lets 
 than 16 frames through.
 
 Input B×C×T×H×W; logits B×num_classes. SNL "right before the last residual block of res3"
-(seed 000 Table 8) is NONLOCAL.LOCATION [[], [6], [], []] for P3D-199 (res3 has 8 blocks).
+(Zhu et al. 2021, Table 8) is NONLOCAL.LOCATION [[], [6], [], []] for P3D-199 (res3 has 8 blocks).
 """
 
 from __future__ import annotations

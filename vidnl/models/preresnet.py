@@ -1,20 +1,20 @@
 """Pre-activation ResNets for CIFAR (He et al. 2016, "Identity mappings"), in two forms:
 
 ``PreResNetCifar`` (MODEL.ARCH ``preresnet``): the common CIFAR PreResNet (bearpaw/pytorch-
-classification): 3×3 stem with 16 channels, three stages (res1, res2, res3 in seed 000's naming)
-of n pre-activation basic blocks (BN-ReLU-conv-BN-ReLU-conv, 16/32/64 channels; a 1×1 conv
-projection of the raw input where the shape changes), depth = 6n + 2 (56: n = 9, 0.86 M
+classification): 3×3 stem with 16 channels, three stages (res1, res2, res3 as Zhu et al. 2021
+(SNL) name them) of n pre-activation basic blocks (BN-ReLU-conv-BN-ReLU-conv, 16/32/64 channels; a
+1×1 conv projection of the raw input where the shape changes), depth = 6n + 2 (56: n = 9, 0.86 M
 parameters for 100 classes), then BN-ReLU, global average pooling and the classifier.
 
 ``PreResNetBottleneckCifar`` (MODEL.ARCH ``preresnet_snl_code``): the network the SNL authors'
-released classification code builds as "preresnet56" and trained for seed 000 Tables 2-5:
-pre-activation bottlenecks (BN-ReLU-1×1, BN-ReLU-3×3, BN-ReLU-1×1, 4× expansion) in [9, 9, 9]
-blocks with 64/128/256 output channels, a 1×1 conv + BN projection of the raw input in the first
-block of every stage, and the head BN-ReLU-1×1 conv-BN-ReLU-average pool-dropout 0.5-linear
+released classification code builds as "preresnet56" and trained for Tables 2-5 of Zhu et al. 2021
+(SNL): pre-activation bottlenecks (BN-ReLU-1×1, BN-ReLU-3×3, BN-ReLU-1×1, 4× expansion) in
+[9, 9, 9] blocks with 64/128/256 output channels, a 1×1 conv + BN projection of the raw input in the
+first block of every stage, and the head BN-ReLU-1×1 conv-BN-ReLU-average pool-dropout 0.5-linear
 (1.19 M parameters with their 1000-way classifier).
 
 Images are clips with T = 1: input B×C×1×H×W (or B×C×H×W); logits B×num_classes. "A block right
-after the second residual block of res1" (seed 000 §3.1) is NONLOCAL.LOCATION [[1], [], []].
+after the second residual block of res1" (Zhu et al. 2021, §3.1) is NONLOCAL.LOCATION [[1], [], []].
 """
 
 from __future__ import annotations

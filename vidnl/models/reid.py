@@ -2,10 +2,11 @@
 a 2D ResNet-50 applied to every frame, spatial then temporal average pooling, optional BN-neck,
 an identity classifier for training; MODEL.ARCH "resnet50tp" (MODEL.TASK "reid").
 
-Nonlocal blocks (NONLOCAL.*) sit beside the residual blocks of the 2D network and see the clip
-as a whole: around each block the (B·T)×C×H×W frame features are viewed as B×C×T×H×W, so a
-"spacetime" block relates every position of every frame of the clip. Seed 000's Table 9 puts
-one block right before the last residual block of res4: ``NONLOCAL.LOCATION [[], [], [4], []]``.
+Nonlocal blocks (NONLOCAL.*) sit beside the residual blocks of the 2D network and see the clip as
+a whole: around each block the (B·T)×C×H×W frame features are viewed as B×C×T×H×W, so a
+"spacetime" block relates every position of every frame of the clip. Table 9 of Zhu et al. 2021
+(SNL) puts one block right before the last residual block of res4:
+``NONLOCAL.LOCATION [[], [], [4], []]``.
 
 With RESNET.BASE_WIDTH 64 the backbone is ``torchvision.models.resnet50(weights=None)`` (its
 parameter names unchanged, so a torchvision state dict loads into ``model.backbone``); other

@@ -1,12 +1,12 @@
-"""Video ResNets: C2D and I3D of seed 004 (Table 1 and §4), depths 18 / 50 / 101.
+"""Video ResNets: C2D and I3D of Wang et al. 2018 (NL), Table 1 and §4, depths 18 / 50 / 101.
 
 C2D: every kernel is 1×k×k (frame by frame); time is only pooled. I3D: the stem is 5×7×7 and
 some residual blocks have a temporal kernel: ``inflate_conv="1x1"`` turns the first 1×1 of a
 bottleneck into 3×1×1 (I3D 3×1×1, the released models), ``"3x3"`` turns its 3×3 into 3×3×3
-(I3D 3×3×3 of seed 004 Table 2e); a basic block inflates its first 3×3.
+(I3D 3×3×3 of Wang et al. 2018 (NL) Table 2e); a basic block inflates its first 3×3.
 
 The temporal strides and pools are arguments, so one class builds the networks of
-``RESNET_PRESETS``: seed 004 Table 1 (32 frames: conv1 stride 2,2,2, pool1 3×3×3 stride 2,
+``RESNET_PRESETS``: Wang et al. 2018 (NL) Table 1 (32 frames: conv1 stride 2,2,2, pool1 3×3×3 stride 2,
 pool2 3×1×1 stride 2; res3-res5 at T = 4) and the released 8×8 models of PySlowFast,
 pytorchvideo and the Caffe2 release (8 frames: stem stride 1, pool1 1×3×3, pool2 2×1×1 stride 2
 without padding; res2 inflated in every block).
@@ -29,7 +29,7 @@ STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 def default_inflate_pattern(stage_blocks: Sequence[int]) -> list[list[int]]:
     """The I3D inflation of the released models (Caffe2 release, PySlowFast, pytorchvideo):
     every block of res2, every other block of res3 and res4 from block 0, and of res5 from
-    block 1 (seed 004: "we only inflate one kernel for every 2 residual blocks")."""
+    block 1 (Wang et al. 2018: "we only inflate one kernel for every 2 residual blocks")."""
     last = len(stage_blocks) - 1
     return [[1] * n if s == 0 else [int(i % 2 == (1 if s == last else 0)) for i in range(n)]
             for s, n in enumerate(stage_blocks)]
@@ -269,10 +269,10 @@ class VideoResNet(nn.Module):
 # and dropout are chosen separately). Stage outputs for a 224² input are tested against the
 # sources in tests/test_presets.py.
 RESNET_PRESETS: dict[str, dict] = {
-    # seed 004 Table 1: 32×224² -> conv1 16×112², pool1 8×56², pool2 4×56², res5 4×7²
+    # Wang et al. 2018 (NL) Table 1: 32×224² -> conv1 16×112², pool1 8×56², pool2 4×56², res5 4×7²
     "c2d_table1": dict(arch="c2d", stem_temporal_stride=2, pool1_temporal=(3, 2), pool2_temporal=(3, 2, 1)),
     "i3d_table1": dict(arch="i3d", stem_temporal_stride=2, pool1_temporal=(3, 2), pool2_temporal=(3, 2, 1)),
-    # seed 004 Table 2e: the 3×3 of every other block inflated to 3×3×3
+    # Wang et al. 2018 (NL) Table 2e: the 3×3 of every other block inflated to 3×3×3
     "i3d3x3x3_table1": dict(arch="i3d", stem_temporal_stride=2, pool1_temporal=(3, 2), pool2_temporal=(3, 2, 1),
                             inflate_conv="3x3"),
     # the released 8×8 models (PySlowFast C2D/I3D/I3D_NLN_8x8_R50, pytorchvideo c2d_r50 / i3d_r50):

@@ -1,8 +1,8 @@
 """3D-ResNets and 3D-ResNeXts of Hara et al. (CVPR 2018): k×k×k kernels in every block.
 
-This is the "I3D following Hara et al." of seed 000 Table 7 and, as ResNeXt-101, the backbone of
-MARS. Stem: 7×7×7 conv (stride 1×2×2) and 3×3×3 max-pool (stride 2); stages res2..res5 with
-stride 2 in time and space from res3 on; shortcut type B (1×1×1 conv + BN when the shape
+This is the "I3D following Hara et al." of Zhu et al. 2021 (SNL) Table 7 and, as ResNeXt-101, the
+backbone of MARS. Stem: 7×7×7 conv (stride 1×2×2) and 3×3×3 max-pool (stride 2); stages res2..res5
+with stride 2 in time and space from res3 on; shortcut type B (1×1×1 conv + BN when the shape
 changes; ``shortcut="A"``, zero-padded subsampling without parameters, is the shortcut of their v1
 ResNet-18/34 Kinetics checkpoints). Input B×C×T×H×W; logits B×num_classes.
 """

@@ -1,10 +1,12 @@
-"""Video Transformer Network (Neimark et al. 2021), one of seed 000's Table 8 backbones.
+"""Video Transformer Network, one of the Table 8 backbones of Zhu et al. 2021 (SNL), who cite
+Kozlov et al. 2019 (*Lightweight Network Architecture for Real-Time Action Recognition*) for
+it; the classification token is that of Neimark et al. 2021 (*Video Transformer Network*).
 
 A 2D ResNet (C2D, so frames stay independent) embeds every frame; frame features (spatially
 averaged, projected to ``dim``) get a learned positional embedding and a classification token,
-pass through a transformer encoder, and the token's output is classified. Seed 000 replaces the
-encoder's self-attention with SNL: ``attention`` is "mha" (multi-head self-attention), "snl" or
-"nl" (a 1D nonlocal block over the tokens, from vidnl.nonlocal_blocks).
+pass through a transformer encoder, and the token's output is classified. Zhu et al. 2021
+replace the encoder's self-attention with SNL: ``attention`` is "mha" (multi-head
+self-attention), "snl" or "nl" (a 1D nonlocal block over the tokens, from vidnl.nonlocal_blocks).
 
 Input B×C×T×H×W; logits B×num_classes.
 """

@@ -1,29 +1,29 @@
-"""The nonlocal family as nn.Modules sharing one skeleton (DESIGN.md, seed 000 Table 1):
+"""The nonlocal family as nn.Modules sharing one skeleton (Zhu et al. 2021, §2 and Table 1):
 
     Y = X + Norm( F(A, Z) ),   Z = g(X),   A = normalise( f(θ(X), φ(X)) ),   F = Σ_k T_k(A) Z W_k
 
-| block | paper            | affinity A                           | filter F(A, Z)                  |
-|-------|------------------|--------------------------------------|---------------------------------|
-| NL    | seed 004         | softmax / (1/N) of 4 pairwise kernels | A Z W                           |
-| NS    | Tao et al. 2018  | D⁻¹ M (softmax), shared by S stages  | −Z W + A Z W  (W1 = W2 = −W)     |
-| A2    | Chen et al. 2018 | softmax_n(V) softmax_N(B)ᵀ           | A Z W                           |
-| CGNL  | seed 001         | Taylor kernel on channel·position    | A vec(Z) W, group norm          |
-| CC    | Huang et al. 2019| softmax over row, column, time line  | A Z W, recurrent R times        |
-| SNL   | seed 000 Eq. 5   | D^-½ sym(relu(θ)relu(φ)ᵀ) D^-½       | Z W1 + A Z W2                   |
-| gSNL  | seed 000 Eq. 4   | as SNL                               | Σ_{k<K} T_k(A) Z W_{k+1}        |
+| block | paper                 | affinity A                            | filter F(A, Z)               |
+|-------|-----------------------|---------------------------------------|------------------------------|
+| NL    | Wang et al. 2018      | softmax / (1/N) of 4 pairwise kernels | A Z W                        |
+| NS    | Tao et al. 2018       | D⁻¹ M (softmax), shared by S stages   | −Z W + A Z W  (W1 = W2 = −W) |
+| A2    | Chen et al. 2018      | softmax_n(V) softmax_N(B)ᵀ            | A Z W                        |
+| CGNL  | Yue et al. 2018       | Taylor kernel on channel·position     | A vec(Z) W, group norm       |
+| CC    | Huang et al. 2019     | softmax over row, column, time line   | A Z W, recurrent R times     |
+| SNL   | Zhu et al. 2021 Eq. 5 | D^-½ sym(relu(θ)relu(φ)ᵀ) D^-½        | Z W1 + A Z W2                |
+| gSNL  | Zhu et al. 2021 Eq. 4 | as SNL                                | Σ_{k<K} T_k(A) Z W_{k+1}     |
 
 All blocks take B×C×L (1D), B×C×H×W (2D) or B×C×T×H×W (3D) and return the same shape. The
 output normalisation's scale starts at zero (``zero_init_final_bn``), so a new block is the
 identity and can be inserted into a pretrained network. Projections are 1×1×1 convolutions,
-without bias by default (so one block at res4 of ResNet-50 adds exactly the parameters of seed
-000 Table 6: NL 4·C·Cs, SNL 5·C·Cs, plus the output BN).
+without bias by default (so one block at res4 of ResNet-50 adds exactly the parameters of Zhu
+et al. 2021 (SNL), Table 6: NL 4·C·Cs, SNL 5·C·Cs, plus the output BN).
 
 The papers' text and their released code differ in details that change outputs; each is an
 argument, and ``STYLES`` names the two sets (docs/nonlocal.md, "Paper and official forms"):
 ``bias`` on the projections, ``softmax_scale`` (θᵀφ·Cs^-½ before the softmax), ``pool_at``
-("projection": max-pool φ(x) and g(x), seed 004's text; "input": max-pool x before φ and g,
-the released NL code), ``pool_ceil_mode``, SNL's ``output_activation`` and ``a_sign``, and
-CGNL's ``gamma``, ``beta`` and ``norm_layer``.
+("projection": max-pool φ(x) and g(x), the text of Wang et al. 2018 (NL); "input": max-pool x
+before φ and g, the released NL code), ``pool_ceil_mode``, SNL's ``output_activation`` and
+``a_sign``, and CGNL's ``gamma``, ``beta`` and ``norm_layer``.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class PairwiseBlock(NonLocalBase):
             raise ValueError(f"{type(self).__name__}: kernel {self.kernel!r} with normalisation {self.norm!r} "
                              f"has no fast form; use implementation 'dense' or 'auto'")
         cs = self.dim_inner
-        if self.kernel == "gaussian":  # f = exp(x_i·x_j) on the input itself (seed 004 Eq. 2)
+        if self.kernel == "gaussian":  # f = exp(x_i·x_j) on the input itself (Wang et al. 2018, Eq. 2)
             self.theta = self.phi = None
         else:
             self.theta, self.phi = _conv(dim, cs, self.bias), _conv(dim, cs, self.bias)
@@ -237,7 +237,7 @@ class PairwiseBlock(NonLocalBase):
 
 
 class NL(PairwiseBlock):
-    """Nonlocal block of Wang et al. (seed 004): Y = X + BN(W_z · A g(X)). Kernels: embedded
+    """Nonlocal block of Wang et al. 2018 (NL): Y = X + BN(W_z · A g(X)). Kernels: embedded
     Gaussian (default; softmax via fused attention), Gaussian, dot product and concatenation
     (both 1/N), relu_dot."""
 
@@ -255,13 +255,13 @@ class NL(PairwiseBlock):
 
 
 class SNL(PairwiseBlock):
-    """Spectral nonlocal block (seed 000 Eq. 5), and with ``order`` K > 2 the Chebyshev gSNL:
+    """Spectral nonlocal block (Zhu et al. 2021, Eq. 5), and with ``order`` K > 2 the Chebyshev gSNL:
     F = Σ_{k<K} T_k(A) Z W_{k+1}, T_0 = I, T_1 = A, T_k = 2 A T_{k−1} − T_{k−2}. Default affinity:
     A = D^-½ ((M + Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ, applied in O(N) by associativity.
 
     ``a_sign`` −1 filters with −A instead of A (T_k(−A) = (−1)^k T_k(A); for K = 2 the MMSeg
     variant of the official code, Z W1 − A Z W2). ``output_activation`` "relu" gives
-    Y = X + relu(BN(F)) (the official code); "none" gives Y = X + BN(F) (seed 000 Eq. 5)."""
+    Y = X + relu(BN(F)) (the official code); "none" gives Y = X + BN(F) (Zhu et al. 2021, Eq. 5)."""
 
     default_kernel = "relu_dot"
     default_order = 2
@@ -321,7 +321,7 @@ class GSNL(SNL):
 
 
 class NS(PairwiseBlock):
-    """Nonlocal stage (Tao et al. 2018; seed 000 Table 1): the random-walk (softmax) affinity of
+    """Nonlocal stage (Tao et al. 2018; Zhu et al. 2021, Table 1): the random-walk (softmax) affinity of
     the input is computed once and shared by ``num_stages`` diffusion steps
     X_s = X_{s−1} + BN_s(−Z_s W_s + A Z_s W_s), Z_s = g_s(X_{s−1})."""
 
@@ -348,7 +348,7 @@ class NS(PairwiseBlock):
 
 
 class A2(NonLocalBase):
-    """Double attention block (Chen et al. 2018; seed 000 Table 1: F = M Z W with
+    """Double attention block (Chen et al. 2018; Zhu et al. 2021, Table 1: F = M Z W with
     M = softmax_desc(X W_v) softmax_pos(X W_b)ᵀ): gather ``num_descriptors`` global descriptors
     with attention maps over positions, distribute them with per-position attention."""
 
@@ -382,12 +382,13 @@ A2.affinity_row = _a2_row
 
 
 class CGNL(NonLocalBase):
-    """Compact generalised nonlocal block (seed 001): within each of ``groups`` channel groups,
-    every (position, channel) pair is a node; f is the dot product or the Taylor expansion (order
-    ``order``) of the embedded Gaussian / Gaussian (RBF with ``gamma``, seed 001: 1e-4; ``beta``
-    "exact" e^{-γ(a²+b²)} or "constant" e^{-2γ}) kernel; vec(Y) = Θ (Φᵀ g) in O(N·C). Output:
-    grouped 1×1×1 conv and ``norm_layer`` "batch" (BN, seed 001 Eq. 13: BN in each group is BN
-    per channel) or "group" (GroupNorm with ``groups`` groups, the official code)."""
+    """Compact generalised nonlocal block (Yue et al. 2018): within each of ``groups`` channel
+    groups, every (position, channel) pair is a node; f is the dot product or the Taylor expansion
+    (order ``order``) of the embedded Gaussian / Gaussian (RBF with ``gamma``, 1e-4 in Yue et
+    al. 2018; ``beta`` "exact" e^{-γ(a²+b²)} or "constant" e^{-2γ}) kernel; vec(Y) = Θ (Φᵀ g)
+    in O(N·C). Output: grouped 1×1×1 conv and ``norm_layer`` "batch" (BN, Yue et al. 2018,
+    Eq. 13: BN in each group is BN per channel) or "group" (GroupNorm with ``groups`` groups, the
+    official code)."""
 
     KERNELS = ("dot", "embedded_gaussian", "gaussian")
     NORM_LAYERS = ("batch", "group")
@@ -433,6 +434,15 @@ class CGNL(NonLocalBase):
 
         theta = self.theta(x)
         phi, g = self.on_keys(self.phi, x), self.on_keys(self.g, x)
+        # graph axes of B×groups×cg×T×H×W per mode; the axes that index graphs must agree
+        dims = {"spacetime": (2, 3, 4, 5), "space": (2, 4, 5), "time": (2, 3)}[self.mode]
+        if self.implementation != "dense" and all(phi.shape[d - 1] == theta.shape[d - 1]
+                                                  for d in (3, 4, 5) if d not in dims):
+            def split(t):  # channels of a group are contiguous: a view, no copy
+                return t.reshape(t.shape[0], self.groups, cg, *t.shape[2:])
+            y = NF.cgnl_fast(split(theta), split(phi), split(g), self.kernel, self.order, self.gamma, self.beta,
+                             dims=dims)
+            return self.out_proj[0](y.reshape(theta.shape))
         fn = NF.cgnl_dense if self.implementation == "dense" else NF.cgnl_fast
         y = fn(grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma, self.beta)
         n_graphs = y.shape[0] // self.groups
@@ -458,7 +468,7 @@ class CGNL(NonLocalBase):
 
 
 class CC(NonLocalBase):
-    """Criss-cross attention (Huang et al. 2019; seed 000 Table 1): each position attends to its
+    """Criss-cross attention (Huang et al. 2019; Zhu et al. 2021, Table 1): each position attends to its
     row and column (and, in 3D, its time line) with one softmax; applied ``recurrence`` times
     with shared weights so information reaches every position (R = 2 for 2D). Never builds
     the N×N matrix in the fast form."""

@@ -1,15 +1,16 @@
 """Pure tensor functions of the nonlocal family: dense reference forms and fast exact forms.
 
-Notation (seed 000, DESIGN.md): nodes are flattened positions. ``theta`` is G×N×Cs (queries,
+Notation (as in Zhu et al. 2021 (SNL), §2): nodes are flattened positions. ``theta`` is G×N×Cs (queries,
 one row per output node), ``phi`` and ``g`` are G×M×Cs (keys and values; M = N without
 subsampling, M < N when phi and g are max-pooled). Aggregations return G×N×Cv: ``A g``.
 
 An affinity is a pairwise kernel followed by a normalisation:
 
-kernels  ``embedded_gaussian`` exp(θ_i·φ_j) (seed 004 Eq. 3; ``gaussian`` is the same on the
+kernels  ``embedded_gaussian`` exp(θ_i·φ_j) (Wang et al. 2018, Eq. 3; ``gaussian`` is the same on the
          raw input, the block passes x as θ and φ), ``dot`` θ_i·φ_j, ``relu_dot``
          relu(θ_i)·relu(φ_j) (the SNL reference kernel, non-negative), ``concatenation``
-         relu(w_θ·θ_i + w_φ·φ_j) (seed 004 Eq. 5, the weights of a linear layer on [θ_i, φ_j]).
+         relu(w_θ·θ_i + w_φ·φ_j) (Wang et al. 2018, Eq. 5, the weights of a linear layer on
+         [θ_i, φ_j]).
 norms    ``softmax`` (exp kernels: D⁻¹ exp(·), computed stably), ``mean`` (1/M), ``random_walk``
          (D⁻¹ M), ``symmetric`` (D^-½ ((M+Mᵀ)/2) D^-½; with subsampling, where M is N×M and
          cannot be symmetrised, the bipartite form D_r^-½ M D_c^-½), ``none``. Rows (or columns)
@@ -214,9 +215,10 @@ def fast_is_cheaper(kernel: str, num_nodes: int, num_keys: int, inner_channels: 
                     device_type: str = "cpu", num_graphs: int = 1) -> bool:
     """Cost model of ``implementation='auto'``. Dense costs ~N·M·(Cs+Cv) multiply-adds per graph,
     the factored form ~(N+M)·Cs·Cv (twice for the symmetric form); the ratio r is about N/(2·Cs)
-    (DESIGN.md: dense wins at 4×14×14 with Cs=512, the factored form 15× at 8×28×28 with
-    Cs=256). The factored form is taken when r > 1 and, on a GPU, the dense form needs at least
-    ``FACTORED_MIN_DENSE_MADDS`` over all ``num_graphs`` graphs: below that the factored form's
+    (measured on 2 CPU cores at batch 2: dense wins at 4×14×14 with Cs=512, the factored form is
+    15× faster at 8×28×28 with Cs=256; benchmarks/README.md). The factored form is taken when
+    r > 1 and, on a GPU, the dense form needs at least ``FACTORED_MIN_DENSE_MADDS`` over all
+    ``num_graphs`` graphs: below that the factored form's
     many small kernels cost more than dense's few big matmuls. Softmax (fused or explicit) and
     concatenation (chunked) forms cost the same as dense in FLOPs but far less memory, so they
     are always chosen."""
@@ -270,7 +272,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def snl_affinity(theta, phi, bipartite: bool = False):
-    """SNL (seed 000 Eq. 5): D^-½ ((M+Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ. -> G×N×M."""
+    """SNL (Zhu et al. 2021 Eq. 5): D^-½ ((M+Mᵀ)/2) D^-½ with M = relu(θ) relu(φ)ᵀ. -> G×N×M."""
     return affinity_dense(theta, phi, "relu_dot", "symmetric", bipartite)
 
 
@@ -317,15 +319,15 @@ def double_attention_fast(gather_logits, distribute_logits, z):
 
 
 # ----------------------------------------------------------------------------------------------
-# CGNL: channels as nodes, kernel on scalars, Taylor features (seed 001 Eq. 9-12)
+# CGNL: channels as nodes, kernel on scalars, Taylor features (Yue et al. 2018, Eq. 9-12)
 # ----------------------------------------------------------------------------------------------
 CGNL_BETAS = ("exact", "constant")
 
 
 def cgnl_taylor_coefficients(kernel: str, order: int, gamma: float = 1.0) -> list[float]:
     """α_p² of f(a, b) ≈ Σ_{p=0}^{P} α_p² (a b)^p. dot: only p=1. embedded_gaussian: exp(ab),
-    α_p² = 1/p!. gaussian: exp(-γ(a-b)²) = β Σ (2γ)^p/p! (ab)^p with β = e^{-γa²} e^{-γb²} (seed 001
-    Eq. 10; β is applied to the features, see ``cgnl_features``)."""
+    α_p² = 1/p!. gaussian: exp(-γ(a-b)²) = β Σ (2γ)^p/p! (ab)^p with β = e^{-γa²} e^{-γb²}
+    (Yue et al. 2018, Eq. 10; β is applied to the features, see ``cgnl_features``)."""
     if kernel == "dot":
         return [0.0, 1.0]
     if kernel == "embedded_gaussian":
@@ -343,7 +345,7 @@ def _check_beta(beta: str) -> None:
 def cgnl_features(x: torch.Tensor, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact") -> torch.Tensor:
     """Taylor feature map: x (G×L) -> G×L×(P+1) with f(a, b) ≈ feat(a)·feat(b). For the Gaussian
     RBF, ``beta`` "exact" applies e^{-γa²} to each feature (β = e^{-γ(a²+b²)}), "constant" the
-    constant β = e^{-2γ} of seed 001 (exact for unit-norm inputs; the official code)."""
+    constant β = e^{-2γ} of Yue et al. 2018 (CGNL) (exact for unit-norm inputs; the official code)."""
     _check_beta(beta)
     coef = cgnl_taylor_coefficients(kernel, order, gamma)
     feats = torch.stack([math.sqrt(c) * x ** p for p, c in enumerate(coef)], dim=-1)
@@ -366,13 +368,17 @@ def cgnl_dense(theta, phi, g, kernel: str, order: int, gamma: float = 1.0, beta:
     return (m @ g.unsqueeze(-1)).squeeze(-1)
 
 
-def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact"):
+def cgnl_fast(theta, phi, g, kernel: str, order: int, gamma: float = 1.0, beta: str = "exact",
+              dims: tuple[int, ...] = (-1,)):
     """Θ (Φᵀ g) with (P+1)-dim Taylor features: O(L·(P+1)). The dot kernel (P = 1, α_0 = 0)
-    is θ (φᵀ g) directly."""
+    is θ (φᵀ g) directly. A graph's nodes are the elements of ``dims`` (G×L with the default;
+    any layout works, e.g. B×groups×Cg×T×H×W with dims (2, 3, 4, 5), as every term is
+    elementwise or a sum over the graph); theta keeps its shape."""
+    dims = tuple(d % phi.dim() for d in dims)
     if kernel == "dot":
-        return theta * (phi * g).sum(-1, keepdim=True)
-    s = (cgnl_features(phi, kernel, order, gamma, beta) * g.unsqueeze(-1)).sum(-2)  # G×(P+1)
-    return (cgnl_features(theta, kernel, order, gamma, beta) * s.unsqueeze(-2)).sum(-1)
+        return theta * (phi * g).sum(dims, keepdim=True)
+    s = (cgnl_features(phi, kernel, order, gamma, beta) * g.unsqueeze(-1)).sum(dims, keepdim=True)  # ...×(P+1)
+    return (cgnl_features(theta, kernel, order, gamma, beta) * s).sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------

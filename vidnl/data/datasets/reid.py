@@ -349,6 +349,9 @@ def prid_splits(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -
         if made_with != min_frames:
             raise DatasetError(f"{path}: field 'min_frames' is {made_with}, but REID.PRID_MIN_FRAMES is {min_frames}; "
                                f"set REID.PRID_MIN_FRAMES {made_with} or delete the file to draw new splits")
+        if not isinstance(splits, list) or not splits:
+            raise DatasetError(f"{path}: field 'splits' must be a non-empty list of {{'train': [...], 'test': [...]}} "
+                               f"person lists, got {json.dumps(splits)[:80]}; delete the file to draw the splits again")
         for i, s in enumerate(splits):
             if not isinstance(s, dict) or not isinstance(s.get("train"), list) or not isinstance(s.get("test"), list):
                 raise DatasetError(f"{path}: field 'splits'[{i}] must hold 'train' and 'test' person lists")

@@ -99,7 +99,7 @@ class ClipConfig:
     random_flip: bool = True
     mean: Sequence[float] = (0.45, 0.45, 0.45)
     std: Sequence[float] = (0.225, 0.225, 0.225)
-    backend: str = "decord"
+    backend: str = "auto"
     decoding_threads: int = 1
     num_retries: int = 10
     seed: int = 0

@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Re-ID embeddings of tracklets with a trained re-ID model, computed as the re-ID test does.
+
+    python tools/extract_features.py --cfg configs/MARS/R50tp_SNL.yaml --weights W.pyth
+                                     INPUT... --out features.npz [--json features.json] [KEY VALUE ...]
+
+INPUT: a folder of frame images (one tracklet, frames in file-name order), a video file (one
+tracklet, every frame), or a folder of such tracklets (its sub-folders and videos, recursively).
+Writes ``features.npz`` with ``names`` (N) and ``features`` (N×D float32), plus ``num_frames``
+(N); ``--json`` also writes names, features and the failures as JSON. A tracklet that cannot be
+read is reported on stderr (and in the JSON) and left out. Exit status 0 when at least one
+tracklet was embedded; 2 (one message, no traceback) for a missing config, weights file or
+input, a config mistake, or when nothing could be embedded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vidnl.cli import run_cli  # noqa: E402
+from vidnl.errors import VidnlUserError  # noqa: E402
+
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positionals -> (inputs, KEY VALUE overrides): the first item that looks like a config key
+    (``TEST.NUM_ENSEMBLE_VIEWS``, ``NUM_GPUS``) and is not an existing path starts the overrides."""
+    for i, item in enumerate(items):
+        if _KEY.match(item) and not os.path.exists(item):
+            return list(items[:i]), list(items[i:])
+    return list(items), []
+
+
+class UsageError(VidnlUserError, ValueError):
+    """A missing file, a bad value on the command line, or nothing to write."""
+
+
+def check_files(weights: str, inputs: list[str], what: str, expected: str) -> None:
+    """UsageError unless the weights file and every input exist (checked before the config and the model are loaded)."""
+    if not os.path.isfile(weights):
+        raise UsageError(f"weights file not found: {weights}")
+    if not inputs:
+        raise UsageError(f"no {what} given (expected {expected} before the KEY VALUE overrides)")
+    for item in inputs:
+        if not os.path.exists(item):
+            raise UsageError(f"input not found: {item} (expected {expected})")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = []
+    if "--opts" in argv:
+        i = argv.index("--opts")
+        argv, opts = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="INPUT ... [KEY VALUE ...]",
+                   help="folders of frames, videos, folders of tracklets; then config overrides KEY VALUE")
+    p.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config of the re-ID model (MODEL.TASK reid)")
+    p.add_argument("--weights", required=True, help="checkpoint or weights file of the re-ID model")
+    p.add_argument("--out", required=True, help="output .npz file (names, features N×D float32, num_frames)")
+    p.add_argument("--json", default=None, help="also write names, features and failures to this JSON file")
+    args = p.parse_intermixed_args(argv)
+    args.inputs, args.overrides = split_overrides(args.items)
+    args.overrides += opts
+    return args
+
+
+def _atomic_write(path: str, write) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="vidnl: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        from vidnl.config import load_config
+        from vidnl.errors import ConfigError
+
+        check_files(args.weights, args.inputs, "tracklets", "folders of frames, video files or folders of them")
+        cfg = load_config(args.cfg_file, args.overrides)
+        if cfg.MODEL.TASK != "reid":
+            raise ConfigError(f"MODEL.TASK is {cfg.MODEL.TASK!r} in {args.cfg_file}: feature extraction needs a re-ID "
+                              f"config (MODEL.TASK reid, e.g. configs/MARS/R50tp_SNL.yaml)")
+        import numpy as np
+
+        from vidnl.engine.setup import seed_everything
+        from vidnl.reid_features import extract_features_from_config
+
+        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+        start = time.time()
+        out = extract_features_from_config(cfg, args.weights, args.inputs)
+        elapsed = time.time() - start
+        for f in out["failed"]:
+            print(f"vidnl: cannot read tracklet {f['name']}: {f['reason']}", file=sys.stderr)
+        n, total = len(out["names"]), len(out["names"]) + len(out["failed"])
+        if n:
+            names = np.array(out["names"], dtype=str)
+            frames = np.array(out["num_frames"], dtype=np.int64)
+
+            def save(tmp):
+                with open(tmp, "wb") as f:
+                    np.savez(f, names=names, features=out["features"], num_frames=frames)
+
+            _atomic_write(args.out, save)
+        if args.json:
+            doc = {"config": args.cfg_file, "weights": args.weights, "features_file": args.out if n else None,
+                   "feature_dim": int(out["features"].shape[1]), "names": out["names"],
+                   "num_frames": out["num_frames"], "features": out["features"].tolist(), "failed": out["failed"]}
+
+            def dump(tmp):
+                with open(tmp, "w") as f:
+                    json.dump(doc, f, indent=1)
+
+            _atomic_write(args.json, dump)
+        if not n:
+            raise UsageError(f"none of the {total} tracklets could be read; nothing written to {args.out}")
+        print(f"{n} of {total} tracklets embedded ({out['features'].shape[1]}-d, REID.SEQ_LEN {cfg.REID.SEQ_LEN}) in "
+              f"{elapsed:.2f} s; features in {args.out}")
+    except VidnlUserError as e:
+        print(f"vidnl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidnl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Predict the classes of videos with a trained model (the multi-view test of each video).
+
+    python tools/predict.py VIDEO_OR_FOLDER_OR_CSV... --cfg C.yaml --weights W.pyth
+                            [--topk 5] [--json out.json] [--classes FILE] [KEY VALUE ...]
+
+Inputs: video files, folders (the videos inside, by extension, recursively) and list files
+(.csv / .txt: one video per line, the path first as in the dataset CSVs; a label after it is
+ignored). Each video is decoded once and scored with TEST.NUM_ENSEMBLE_VIEWS x
+TEST.NUM_SPATIAL_CROPS views aggregated by TEST.ENSEMBLE_METHOD, exactly as the test of
+tools/run_net.py scores it. Class names come from --classes (lines 'index name' or one name per
+line), else DATA.PATH_TO_DATA_DIR/classes.txt, else the class indices are printed.
+
+A video that cannot be read is reported on stderr and in the JSON file; the others are scored.
+Exit status 0 when at least one video was scored; 2 (one message, no traceback) for a missing
+config, weights file or input, a config mistake, or when no video could be scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vidnl.cli import run_cli  # noqa: E402
+from vidnl.errors import VidnlUserError  # noqa: E402
+
+_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positionals -> (inputs, KEY VALUE overrides): the first item that looks like a config key
+    (``TEST.NUM_ENSEMBLE_VIEWS``, ``NUM_GPUS``) and is not an existing path starts the overrides."""
+    for i, item in enumerate(items):
+        if _KEY.match(item) and not os.path.exists(item):
+            return list(items[:i]), list(items[i:])
+    return list(items), []
+
+
+class UsageError(VidnlUserError, ValueError):
+    """A missing file or a bad value on the command line."""
+
+
+def check_files(weights: str, inputs: list[str], what: str, expected: str) -> None:
+    """UsageError unless the weights file and every input exist (checked before the config and the model are loaded)."""
+    if not os.path.isfile(weights):
+        raise UsageError(f"weights file not found: {weights}")
+    if not inputs:
+        raise UsageError(f"no {what} given (expected {expected} before the KEY VALUE overrides)")
+    for item in inputs:
+        if not os.path.exists(item):
+            raise UsageError(f"input not found: {item} (expected {expected})")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = []
+    if "--opts" in argv:  # everything after --opts is KEY VALUE overrides
+        i = argv.index("--opts")
+        argv, opts = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="VIDEO_OR_FOLDER_OR_CSV ... [KEY VALUE ...]",
+                   help="videos, folders of videos, lists of videos; then config overrides KEY VALUE")
+    p.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config the model was trained with")
+    p.add_argument("--weights", required=True, help="checkpoint or weights file (any MODEL.WEIGHTS_FORMAT)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
+    p.add_argument("--json", default=None, help="write all results to this JSON file")
+    p.add_argument("--classes", default=None, help="class names: lines 'index name' or one name per line")
+    args = p.parse_intermixed_args(argv)
+    args.inputs, args.overrides = split_overrides(args.items)
+    args.overrides += opts
+    return args
+
+
+def format_result(res: dict) -> str:
+    """The lines printed for one video."""
+    if "error" in res:
+        return f"{res['path']}: {res['error']}"
+    width = max(len(t["name"]) for t in res["topk"])
+    lines = [f"{res['path']}  ({res['views']} views, {res['ensemble']}, {res['time_s']:.2f} s)"]
+    lines += [f"  {r}. {t['name']:<{width}}  {t['prob']:.4f}  (score {t['score']:.4f})"
+              for r, t in enumerate(res["topk"], 1)]
+    lines += [f"  note: {n}" for n in res.get("notes", ())]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="vidnl: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        from vidnl.config import load_config
+
+        check_files(args.weights, args.inputs, "videos", "video files, folders or .csv/.txt lists")
+        if args.topk < 1:
+            raise UsageError(f"--topk must be at least 1, got {args.topk}")
+        cfg = load_config(args.cfg_file, args.overrides)
+        from vidnl.predict import PredictInputError, expand_inputs, predict_from_config, resolve_class_names
+
+        d = cfg.DATA
+        videos = expand_inputs(args.inputs, path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR,
+                               frame_template=d.FRAME_TEMPLATE)
+        names, source = resolve_class_names(cfg.MODEL.NUM_CLASSES, args.classes, d.PATH_TO_DATA_DIR)
+        from vidnl.engine.setup import seed_everything
+
+        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+        start = time.time()
+
+        def show(res: dict) -> None:
+            if "error" in res:
+                print(f"vidnl: {format_result(res)}", file=sys.stderr)
+            else:
+                print(format_result(res), flush=True)
+
+        results = predict_from_config(cfg, args.weights, videos, class_names=names, topk=args.topk, on_result=show)
+        elapsed = time.time() - start
+        scored = [r for r in results if "error" not in r]
+        failed = [r for r in results if "error" in r]
+        print(f"scored {len(scored)} of {len(results)} videos in {elapsed:.2f} s "
+              f"({cfg.TEST.NUM_ENSEMBLE_VIEWS} x {cfg.TEST.NUM_SPATIAL_CROPS} views, {cfg.TEST.ENSEMBLE_METHOD}; "
+              f"class names: {source})", flush=True)
+        if args.json:
+            out = {"config": args.cfg_file, "weights": args.weights, "overrides": args.overrides,
+                   "ensemble": cfg.TEST.ENSEMBLE_METHOD,
+                   "views_per_video": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
+                   "class_names": names, "class_names_source": source, "num_scored": len(scored),
+                   "num_failed": len(failed), "time_s": elapsed, "videos": results,
+                   "failed_videos": [{"path": r["path"], "reason": r["error"]} for r in failed]}
+            folder = os.path.dirname(os.path.abspath(args.json))
+            os.makedirs(folder, exist_ok=True)
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(out, f, indent=1)
+            os.replace(tmp, args.json)
+        if failed:
+            print(f"vidnl: {len(failed)} of {len(results)} videos could not be decoded: "
+                  + ", ".join(r["path"] for r in failed), file=sys.stderr)
+        if not scored:
+            raise PredictInputError(f"none of the {len(results)} videos could be scored"
+                                    + (f" (listed in {args.json})" if args.json else ""))
+    except VidnlUserError as e:
+        print(f"vidnl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidnl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

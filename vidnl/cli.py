@@ -1,0 +1,61 @@
+"""How every command-line entry point (tools/, data_prep/) ends.
+
+    if __name__ == "__main__":
+        sys.exit(run_cli(main))
+
+* a user error (``VidnlUserError``: config, dataset, checkpoint; or an ``OSError`` on a file or
+  folder: missing, unreadable, not writable, disk full) -> one line ``<tool>: error: ...`` on
+  stderr, exit status 2, no traceback;
+* Ctrl-C -> exit 130 with a note;
+* anything else is a bug in vidnl -> the traceback, then a one-line hint on what to report,
+  exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable
+
+from .errors import VidnlUserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+INTERNAL_ERROR_HINT = (
+    "{tool}: internal error: this is a bug in vidnl, not a problem with your input. Please report it with "
+    "the command line, the traceback above and OUTPUT_DIR/log.txt if there is one.")
+
+
+def user_error_message(e: BaseException) -> str:
+    """The one-line message for a user error."""
+    if isinstance(e, OSError) and not isinstance(e, VidnlUserError):
+        where = f": {e.filename!r}" if getattr(e, "filename", None) else ""
+        return f"{e.strerror or e}{where}"
+    return str(e)
+
+
+def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool: str | None = None) -> int:
+    """Run ``main(argv)`` (or ``main()`` when argv is None) and turn its outcome into an exit
+    status as described in the module docstring."""
+    tool = tool or os.path.basename(sys.argv[0] or "vidnl")
+    try:
+        code = main(argv) if argv is not None else main()
+        return int(code or 0)
+    except VidnlUserError as e:
+        print(f"{tool}: error: {user_error_message(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        print(f"{tool}: error: {user_error_message(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"{tool}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception:  # noqa: BLE001 - the one place that reports bugs
+        traceback.print_exc()
+        print(INTERNAL_ERROR_HINT.format(tool=tool), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
