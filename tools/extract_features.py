@@ -19,41 +19,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import UsageError, check_files, run_cli, split_overrides  # noqa: E402
 from vidnl.errors import VidnlUserError  # noqa: E402
-
-
-_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
-
-
-def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """Positionals -> (inputs, KEY VALUE overrides): the first item that looks like a config key
-    (``TEST.NUM_ENSEMBLE_VIEWS``, ``NUM_GPUS``) and is not an existing path starts the overrides."""
-    for i, item in enumerate(items):
-        if _KEY.match(item) and not os.path.exists(item):
-            return list(items[:i]), list(items[i:])
-    return list(items), []
-
-
-class UsageError(VidnlUserError, ValueError):
-    """A missing file, a bad value on the command line, or nothing to write."""
-
-
-def check_files(weights: str, inputs: list[str], what: str, expected: str) -> None:
-    """UsageError unless the weights file and every input exist (checked before the config and the model are loaded)."""
-    if not os.path.isfile(weights):
-        raise UsageError(f"weights file not found: {weights}")
-    if not inputs:
-        raise UsageError(f"no {what} given (expected {expected} before the KEY VALUE overrides)")
-    for item in inputs:
-        if not os.path.exists(item):
-            raise UsageError(f"input not found: {item} (expected {expected})")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

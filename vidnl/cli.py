@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from typing import Callable
@@ -27,6 +28,34 @@ EXIT_INTERRUPTED = 130
 INTERNAL_ERROR_HINT = (
     "{tool}: internal error: this is a bug in vidnl, not a problem with your input. Please report it with "
     "the command line, the traceback above and OUTPUT_DIR/log.txt if there is one.")
+
+
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+class UsageError(VidnlUserError, ValueError):
+    """A missing file or a bad value on a tool's command line."""
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positionals -> (inputs, KEY VALUE overrides): the first item that looks like a config key
+    (``TEST.NUM_ENSEMBLE_VIEWS``, ``NUM_GPUS``) and is not an existing path starts the overrides."""
+    for i, item in enumerate(items):
+        if _CONFIG_KEY.match(item) and not os.path.exists(item):
+            return list(items[:i]), list(items[i:])
+    return list(items), []
+
+
+def check_files(weights: str, inputs: list[str], what: str, expected: str) -> None:
+    """UsageError unless the weights file and every input exist (checked before the config and
+    the model are loaded)."""
+    if not os.path.isfile(weights):
+        raise UsageError(f"weights file not found: {weights}")
+    if not inputs:
+        raise UsageError(f"no {what} given (expected {expected} before the KEY VALUE overrides)")
+    for item in inputs:
+        if not os.path.exists(item):
+            raise UsageError(f"input not found: {item} (expected {expected})")
 
 
 def user_error_message(e: BaseException) -> str:
