@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.vidnl-installed
+T0     := $(shell date +%s)
 
 .PHONY: install demo test bench clean-demo
 
@@ -16,6 +17,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) data_prep/make_synthetic_motion.py --out data/synthetic_motion
 	$(PY) tools/run_net.py --cfg configs/Synthetic/I3D_R18_SNL.yaml
+	@echo "make demo: $$(( $$(date +%s) - $(T0) )) s in all (install on first use, data, training, test)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -65,6 +65,13 @@ _C.TRAIN.CHECKPOINT_LOAD_OPTIMIZER = False
 _C.TRAIN.MIXED_PRECISION = False
 # Clip the global gradient norm to this value (0: no clipping).
 _C.TRAIN.CLIP_GRAD_NORM = 0.0
+# torch.compile the model for training (the first step compiles: minutes on a CPU, needs a C++
+# compiler for "inductor"). If compiling fails, the run logs why and continues in eager mode.
+# Validation runs the eager model.
+_C.TRAIN.COMPILE = False
+# torch.compile backend: "inductor" (generated kernels), "aot_eager" (graph capture only; for
+# checking) or "eager".
+_C.TRAIN.COMPILE_BACKEND = "inductor"
 
 # ---------------------------------------------------------------------------------------------
 # Testing (multi-view evaluation)

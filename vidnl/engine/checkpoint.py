@@ -197,6 +197,8 @@ def _version() -> str:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if hasattr(model, "module") else model
 
 

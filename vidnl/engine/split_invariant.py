@@ -48,6 +48,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if x.dim() < 2:
             raise ValueError(f"expected a B×C×... input, got {x.dim()}D")
 
+    @torch.compiler.disable  # a collective per layer: run eagerly under TRAIN.COMPILE
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not (dist.is_available() and dist.is_initialized()):
             return super().forward(x)
@@ -84,6 +85,7 @@ class GlobalBatchDropout(nn.Module):
         self.p, self.layer, self.seed, self.rank, self.world = float(p), layer, seed, rank, world
         self.step: int | None = None
 
+    @torch.compiler.disable  # the step changes every call: not a graph constant under TRAIN.COMPILE
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x

@@ -127,6 +127,11 @@ class Trainer:
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.eager_model = self.model  # what validation runs, and the fallback if compiling fails
+        if cfg.TRAIN.COMPILE:
+            logger.info("torch.compile (backend %s): the first training step compiles the model",
+                        cfg.TRAIN.COMPILE_BACKEND)
+            self.model = torch.compile(self.model, backend=cfg.TRAIN.COMPILE_BACKEND)
         self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
         logger.info("video decoding: %s (DATA.DECODING_BACKEND %s)", resolve_backend(cfg.DATA.DECODING_BACKEND),
                     cfg.DATA.DECODING_BACKEND)
@@ -182,9 +187,9 @@ class Trainer:
                 if getattr(unwrap(self.model), "uses_flow", False):  # MARS: CE + α · distillation
                     if "flow" not in batch:
                         raise DatasetError("MODEL.ARCH mars trains with optical flow: set DATA.FLOW_DIR")
-                    logits, aux = self.model(x, batch["flow"].to(self.device, non_blocking=True))
+                    logits, aux = self.forward(x, batch["flow"].to(self.device, non_blocking=True))
                 else:
-                    logits, aux = self.model(x), 0.0
+                    logits, aux = self.forward(x), 0.0
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING) + aux
             optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
                               f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
@@ -208,6 +213,21 @@ class Trainer:
         return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "top1_acc": top1,
                 "top1_err": 100.0 - top1, "lr": lr, "clips": int(seen), "time_s": elapsed,
                 "clips_per_s": seen / max(elapsed, 1e-9), **memory_stats(self.device)}
+
+    def forward(self, *inputs):
+        """The model's forward; if the compiled model fails on its first call, log why and go on
+        with the eager model."""
+        if self.model is self.eager_model or getattr(self, "compiled_ok", False):
+            return self.model(*inputs)
+        try:
+            out = self.model(*inputs)
+        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager mode
+            logger.warning("TRAIN.COMPILE: compiling failed (%s: %s); training in eager mode",
+                           type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+            self.model = self.eager_model
+            return self.model(*inputs)
+        self.compiled_ok = True
+        return out
 
     def log_period(self, period: dict, timing: dict, epoch: int, it: int, iters: int, lr: float) -> None:
         """One ``train_iter`` json_stats line for the iterations since the last one: loss and
@@ -257,7 +277,7 @@ class Trainer:
     def validate(self, epoch: int) -> None:
         cfg, state = self.cfg, self.state
         with autocast_context(self.device, self.amp):
-            res = evaluate(self.model, self.val_loader, self.device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
+            res = evaluate(self.eager_model, self.val_loader, self.device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
         log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **summary(res)})
         self.tb.add_scalars(metric_summary(res), epoch + 1, "val")
         if state.best is None or res["video_top1"] > state.best:
