@@ -1,0 +1,618 @@
+#!/usr/bin/env python
+"""vidnl against the peers' own code: same weights, same outputs, one process, alternating runs.
+
+Each row pairs a peer's module with vidnl's equivalent, copies the peer's weights into vidnl's
+module (names mapped explicitly below, or through vidnl's own pytorchvideo checkpoint loader for
+whole networks), and checks in the same run, before any timing, that the outputs (and for
+forward+backward the input gradients, or the logits and loss of a training step) agree to
+``TOL`` relative to their scale. A pair that does not agree gets "outputs differ: max |diff| =
+X" and no times and no ratio: a benchmark that times two different functions must not print one.
+
+Then peer and vidnl run alternately (peer, vidnl, vidnl, peer, ...: the order flips every round so
+neither always runs second) and the median of each is reported; ratio = peer time / vidnl time
+(> 1: vidnl is faster). ``fwd``: blocks in eval mode and networks' eval forward, under no_grad.
+``fwd+bwd``: blocks in training mode, forward and backward of a fixed output gradient;
+networks: a training step (forward, cross-entropy, backward, SGD step).
+
+Peak memory: every measured side of every row also runs in a fresh process (this script with
+``--_memory-child``) that builds its module and input, runs one forward+backward as a warm-up (lazy
+library buffers, thread pools), resets the high-water mark (writes "5" to /proc/self/clear_refs,
+Linux), runs one more forward+backward (networks: one training step) and reads ``VmHWM`` from
+/proc/self/status; the MB above the resident size at the reset are reported (glibc's mmap
+threshold fixed, so freed buffers leave the resident set alike on both sides).
+
+Peers: pytorchvideo (installed): ``NonLocal`` (``create_nonlocal``) and the hub I3D-R50 /
+Slow-R50. From local checkouts (never committed; skipped with a note when absent):
+``--slowfast PATH`` (PySlowFast's ``Nonlocal``, slowfast/models/nonlocal_helper.py),
+``--snl PATH`` (SNL_ICCV2021, SNL-Classification/model/nls: ``Stage`` with one ``SNLUnit``, run
+per frame on B·T×C×H×W), ``--cgnl PATH`` (cgnl-network.pytorch, model/resnet.py ``SpatialCGNL``,
+dot kernel, 8 groups, on B×C×H×W).
+
+    python benchmarks/peers.py                                   # pytorchvideo rows
+    python benchmarks/peers.py --snl /tmp/snl --cgnl /tmp/cgnl --slowfast /tmp/slowfast \\
+        --json benchmarks/results/peers.json
+    python benchmarks/peers.py --quick                           # tiny sizes, CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from vidnl.errors import VidnlUserError  # noqa: E402
+
+# max |diff| allowed, relative to max(1, max |reference|), float32: the same function summed in
+# another order (SDPA vs explicit softmax, N×M sums of 6272×1568 terms) differs by up to ~2e-4
+# at res3; a 1 % change of the weights by ~2e-2.
+TOL = 1e-3
+
+# Block sizes: name -> (C, Cs, T, H, W); the batch is --batch.
+BLOCK_SIZES = {
+    "res2": (256, 128, 8, 56, 56),
+    "res3": (512, 256, 8, 28, 28),
+    "res4": (1024, 512, 8, 14, 14),
+    "tiny": (16, 8, 2, 6, 6),
+}
+# Network sizes: name -> (T, H=W, base width or None for the published 64).
+NET_SIZES = {"8x112": (8, 112, None), "tiny": (4, 32, 8)}
+
+# (case, size) rows of the full run; the quick run uses DEFAULT_QUICK.
+DEFAULT_ROWS = [
+    ("nl", "res3"), ("nl", "res4"), ("nl_pool", "res3"), ("nl_pool", "res4"),
+    ("slowfast_nl", "res3"), ("slowfast_nl", "res4"), ("slowfast_nl_pool", "res3"),
+    ("snl", "res3"), ("cgnl", "res3"), ("cgnl", "res4"),
+    ("i3d_r50", "8x112"), ("slow_r50", "8x112"),
+]
+DEFAULT_QUICK = [("nl", "tiny"), ("nl_pool", "tiny"), ("i3d_r50", "tiny")]
+CASE_PEER = {"nl": "pytorchvideo", "nl_pool": "pytorchvideo", "slowfast_nl": "slowfast", "slowfast_nl_pool": "slowfast",
+             "snl": "snl", "cgnl": "cgnl", "i3d_r50": "pytorchvideo", "slow_r50": "pytorchvideo"}
+NET_CASES = {"i3d_r50", "slow_r50"}
+
+
+class PeerError(VidnlUserError):
+    """A peer checkout that is missing or does not hold the expected file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers from local checkouts: import just the file needed, from the path given at run time
+# ---------------------------------------------------------------------------------------------
+def _load_file(name: str, path: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _need(path: str, flag: str) -> str:
+    if not os.path.isfile(path):
+        raise PeerError(f"{flag}: expected the file {path} in the checkout; fetch the peer's repository there")
+    return path
+
+
+def slowfast_nonlocal_class(root: str):
+    """PySlowFast's ``Nonlocal`` (slowfast/models/nonlocal_helper.py imports only torch)."""
+    return _load_file("_peer_slowfast_nonlocal", _need(os.path.join(root, "slowfast", "models", "nonlocal_helper.py"),
+                                                       "--slowfast")).Nonlocal
+
+
+def cgnl_spatial_class(root: str):
+    """Official ``SpatialCGNL`` (model/resnet.py; needs termcolor)."""
+    return _load_file("_peer_cgnl_resnet", _need(os.path.join(root, "model", "resnet.py"), "--cgnl")).SpatialCGNL
+
+
+def snl_stage_class(root: str):
+    """Official SNL ``Stage`` (SNL-Classification/model/nls/basic.py). basic.py imports unit modules
+    that the repository does not ship (arma, direct): empty placeholders stand in for those, the
+    real snl.py is loaded from the checkout."""
+    base = os.path.join(root, "SNL-Classification") if os.path.isdir(os.path.join(root, "SNL-Classification")) else root
+    nls = os.path.join(base, "model", "nls")
+    _need(os.path.join(nls, "basic.py"), "--snl")
+    for pkg in ("model", "model.nls"):
+        if pkg not in sys.modules or not hasattr(sys.modules[pkg], "__path__"):
+            m = types.ModuleType(pkg)
+            m.__path__ = [os.path.join(base, *pkg.split("."))]
+            sys.modules[pkg] = m
+    for unit, cls in [("snl", "SNLUnit"), ("nl", "NLUnit"), ("ns", "NSUnit"), ("dnl", "DNLUnit"),
+                      ("arma", "ARMAUnit"), ("direct", "DirectNLUnit"), ("caylay", "CayleySNLUnit")]:
+        path = os.path.join(nls, f"{unit}.py")
+        if f"model.nls.{unit}" in sys.modules:
+            continue
+        try:
+            _load_file(f"model.nls.{unit}", path) if os.path.isfile(path) else None
+        except Exception:  # an unused unit with missing deps
+            pass
+        if f"model.nls.{unit}" not in sys.modules:
+            placeholder = types.ModuleType(f"model.nls.{unit}")
+            setattr(placeholder, cls, None)
+            sys.modules[f"model.nls.{unit}"] = placeholder
+    return _load_file("model.nls.basic", os.path.join(nls, "basic.py")).Stage
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a pair: the peer's module, vidnl's module with the peer's weights, inputs
+# ---------------------------------------------------------------------------------------------
+def randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial norm scales/biases/statistics and conv biases: zero-initialised final norms
+    would make every block the identity and the equality check vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        with torch.no_grad():
+            if isinstance(m, (nn.BatchNorm3d, nn.BatchNorm2d, nn.GroupNorm)):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                if getattr(m, "running_mean", None) is not None:
+                    m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            elif isinstance(m, (nn.Conv3d, nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+
+
+# peer parameter prefix -> vidnl parameter prefix
+PTV_NL_NAMES = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out_proj.0", "norm": "bn"}
+SLOWFAST_NL_NAMES = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out_proj.0", "bn": "bn"}
+SNL_NAMES = {"t": "theta", "p": "phi", "stages.0.g": "g", "stages.0.w_1": "out_proj.0", "stages.0.w_2": "out_proj.1",
+             "stages.0.bn": "bn"}
+CGNL_NAMES = {"t": "theta", "p": "phi", "g": "g", "z": "out_proj.0", "gn": "bn"}
+
+
+def copy_renamed(peer: nn.Module, ours: nn.Module, names: dict) -> None:
+    """Load ``peer``'s state into ``ours`` under the names ``names`` maps (longest prefix first), strictly."""
+    state, target = {}, ours.state_dict()
+    for k, v in peer.state_dict().items():
+        prefix = max((p for p in names if k == p or k.startswith(p + ".")), key=len, default=None)
+        if prefix is None:
+            raise KeyError(f"peer tensor {k!r} has no vidnl name")
+        name = names[prefix] + k[len(prefix):]
+        if name in target and v.dim() == 4 and target[name].dim() == 5 and v.shape[2:] == (1, 1):
+            v = v.unsqueeze(2)  # a 2D 1×1 kernel (official SNL/CGNL) -> vidnl's 1×1×1 Conv3d
+        state[name] = v
+    ours.load_state_dict(state, strict=True)
+
+
+def build_pair(case: str, size: str, args, side: str = "both") -> dict:
+    """``dict(peer=, ours=, x=, y=, kind=)`` for a row; ``side`` "peer"/"ours" builds only that one
+    (the memory child). Weights: the peer's, randomised norms, copied into vidnl's module."""
+    torch.manual_seed(0)
+    build_peer, build_ours = side in ("both", "peer"), side in ("both", "ours")
+    peer = ours = None
+    if case in NET_CASES:
+        t, s, width = NET_SIZES[size]
+        return _build_net(case, t, s, width, args, build_peer, build_ours)
+    from vidnl.nonlocal_blocks import build_nonlocal_block
+
+    c, cs, t, h, w = BLOCK_SIZES[size]
+    b = args.batch
+    if case in ("nl", "nl_pool", "slowfast_nl", "slowfast_nl_pool"):
+        pool = (1, 2, 2) if case.endswith("_pool") else (1, 1, 1)
+        if case.startswith("slowfast"):
+            cls = slowfast_nonlocal_class(args.slowfast)
+            peer = cls(c, cs, pool_size=list(pool) if pool != (1, 1, 1) else None, instantiation="softmax")
+            names = SLOWFAST_NL_NAMES
+        else:
+            from pytorchvideo.layers.nonlocal_net import create_nonlocal
+            peer = create_nonlocal(dim_in=c, dim_inner=cs, pool_size=pool, instantiation="softmax")
+            names = PTV_NL_NAMES
+        x_shape = (b, c, t, h, w)
+        if build_ours:
+            ours = build_nonlocal_block("nl", c, dim_inner=cs, style="official", pool_size=list(pool),
+                                        kernel="embedded_gaussian")
+    elif case == "snl":
+        stage = snl_stage_class(args.snl)
+        peer = stage(c, cs, nl_type="snl", stage_num=1)
+        names, x_shape = SNL_NAMES, (b * t, c, h, w)  # per frame
+        if build_ours:
+            ours = build_nonlocal_block("snl", c, dim_inner=cs, style="official")
+    elif case == "cgnl":
+        cls = cgnl_spatial_class(args.cgnl)
+        with contextlib.redirect_stdout(io.StringIO()):  # its constructor prints warnings in colour
+            peer = cls(c, cs, use_scale=False, groups=8)
+        names, x_shape = CGNL_NAMES, (b, c, h, w)
+        if build_ours:
+            ours = build_nonlocal_block("cgnl", c, dim_inner=cs, style="official", groups=8, kernel="dot")
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    randomise_norms(peer, 1)
+    if build_ours:
+        copy_renamed(peer, ours, names)
+        if args.perturb_vidnl:
+            perturb(ours)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(x_shape, generator=g)
+    return dict(peer=peer if build_peer else None, ours=ours, x=x, dy=torch.randn(x_shape, generator=g), kind="block")
+
+
+def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
+    from pytorchvideo.models import hub
+    from pytorchvideo.models.resnet import create_resnet
+
+    t_out = t // 2 if case == "i3d_r50" else t
+    s_out = -(-s // 32)
+    kw = dict(model_num_class=400, dropout_rate=0.0, head_pool_kernel_size=(t_out, s_out, s_out))
+    if width is not None:
+        kw["stem_dim_out"] = width
+    if case == "i3d_r50":
+        peer = hub.i3d_r50(pretrained=False, **kw)
+    elif (t_out, s_out) == (8, 7) and width is None:
+        peer = hub.slow_r50(pretrained=False, model_num_class=400, dropout_rate=0.0)
+    else:  # hub.slow_r50 fixes the head pool for 8×224²: the same builder with the pool for this size
+        peer = create_resnet(stem_conv_kernel_size=(1, 7, 7), model_depth=50, **kw)
+    randomise_norms(peer, 1)
+    ours = None
+    if build_ours:
+        import vidnl
+        from vidnl.engine.checkpoint import load_weights
+
+        config = {"MODEL.DROPOUT_RATE": 0.0}
+        if width is not None:
+            config["RESNET.BASE_WIDTH"] = width
+        ours = vidnl.create_model(case, num_classes=400, config=config)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{case}.pyth")
+            torch.save({"model_state": peer.state_dict()}, path)
+            report = load_weights(ours, path, fmt="pytorchvideo")
+        if report.get("missing") or report.get("unexpected"):
+            raise RuntimeError(f"{case}: pytorchvideo weights do not fit vidnl's model: {report}")
+        if args.perturb_vidnl:
+            perturb(ours)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((args.net_batch, 3, t, s, s), generator=g)
+    y = torch.randint(0, 400, (args.net_batch,), generator=g)
+    return dict(peer=peer if build_peer else None, ours=ours, x=x, y=y, kind="net")
+
+
+def perturb(model: nn.Module) -> None:
+    """Add 1% noise to every weight (``--perturb-vidnl``: the refusal check of the benchmark)."""
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g) * (p.abs().mean() + 1e-3))
+
+
+# ---------------------------------------------------------------------------------------------
+# One step of each kind
+# ---------------------------------------------------------------------------------------------
+def step_fns(pair: dict, which: str) -> tuple:
+    """(forward, forward+backward) closures of one side; each returns what equality compares."""
+    m, x = pair[which], pair["x"]
+    if pair["kind"] == "block":
+        dy = pair["dy"]
+
+        def fwd():
+            m.eval()
+            with torch.no_grad():
+                return [m(x)]
+
+        def fwd_bwd():
+            m.train()
+            xi = x.detach().requires_grad_(True)
+            out = m(xi)
+            out.backward(dy)
+            m.zero_grad(set_to_none=True)
+            return [out.detach(), xi.grad]
+        return fwd, fwd_bwd
+    y = pair["y"]
+    opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
+
+    def fwd():
+        m.eval()
+        with torch.no_grad():
+            return [m(x)]
+
+    def train_step():
+        m.train()
+        opt.zero_grad(set_to_none=True)
+        logits = m(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        opt.step()
+        return [logits.detach(), loss.detach().reshape(1)]
+    return fwd, train_step
+
+
+def max_rel_diff(ref: list, out: list) -> tuple[float, float]:
+    """(max |diff|, max |diff| / max(1, max |ref|)) over the compared tensors."""
+    diff, rel = 0.0, 0.0
+    for a, b in zip(ref, out):
+        d = (a.float() - b.float()).abs().max().item()
+        diff, rel = max(diff, d), max(rel, d / max(1.0, a.abs().max().item()))
+    return diff, rel
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(fn_peer, fn_ours, repeat: int) -> tuple[float, float]:
+    """Median seconds of each after one warm-up each; peer and vidnl alternate, order flipping each round."""
+    fn_peer(), fn_ours()
+    tp, to = [], []
+    for i in range(repeat):
+        if i % 2 == 0:
+            tp.append(timed(fn_peer))
+            to.append(timed(fn_ours))
+        else:
+            to.append(timed(fn_ours))
+            tp.append(timed(fn_peer))
+    return statistics.median(tp), statistics.median(to)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory in a fresh process
+# ---------------------------------------------------------------------------------------------
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def memory_child(spec: dict) -> dict:
+    """In a fresh process: build one side, reset VmHWM, one forward+backward (networks: a
+    training step), MB of VmHWM above the resident size at the reset."""
+    torch.set_num_threads(spec["threads"])
+    args = argparse.Namespace(**spec["args"])
+    pair = build_pair(spec["case"], spec["size"], args, side=spec["side"])
+    _, fwd_bwd = step_fns(pair, spec["side"])
+    fwd_bwd()  # warm-up: lazy library buffers and thread pools are not the module's memory
+    import gc
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_kb("VmRSS")
+    fwd_bwd()
+    return {"peak_mb": (_status_kb("VmHWM") - base) / 1024}
+
+
+def can_reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_kb("VmHWM")
+        return True
+    except (OSError, RuntimeError):
+        return False
+
+
+def run_memory_child(case: str, size: str, side: str, args) -> float | None:
+    keys = ("batch", "net_batch", "slowfast", "snl", "cgnl", "perturb_vidnl")
+    spec = dict(case=case, size=size, side=side, threads=torch.get_num_threads(),
+                args={k: getattr(args, k) for k in keys})
+    # A fixed mmap threshold: glibc's adaptive one would keep the warm-up's freed buffers in the
+    # heap (counted in the baseline) for one side and not the other.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_memory-child", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print(f"note: memory child for {case} {size} {side} failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])["peak_mb"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows, tables
+# ---------------------------------------------------------------------------------------------
+def peer_available(case: str, args) -> str | None:
+    """None when the row's peer can run, else the note saying why it is skipped."""
+    peer = CASE_PEER[case]
+    if peer == "pytorchvideo":
+        try:
+            import pytorchvideo.models.hub  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            return f"pytorchvideo not importable ({type(e).__name__}: {e})"
+        return None
+    path = getattr(args, peer)
+    if not path:
+        return f"--{peer} PATH not given"
+    if not os.path.isdir(path):
+        raise PeerError(f"--{peer}: {path} is not a directory (expected a checkout of the peer's repository)")
+    return None
+
+
+def measure_row(case: str, size: str, args) -> dict:
+    row = {"case": case, "peer": CASE_PEER[case], "size": size, "ratio_fwd": None, "ratio_fwd_bwd": None,
+           "equal": None, "checked_equality": False}
+    pair = build_pair(case, size, args)
+    fp, fbp = step_fns(pair, "peer")
+    fo, fbo = step_fns(pair, "ours")
+    # Equality first, in this run: forward (eval), then forward+backward / training step.
+    d1, r1 = max_rel_diff(fp(), fo())
+    d2, r2 = max_rel_diff(fbp(), fbo())
+    row.update(checked_equality=True, max_abs_diff=max(d1, d2), max_rel_diff=max(r1, r2), tolerance=TOL,
+               rel_diff_fwd=r1, rel_diff_fwd_bwd=r2)
+    row["equal"] = max(r1, r2) <= TOL
+    if not row["equal"]:
+        return row
+    repeat = args.repeat if pair["kind"] == "block" else args.net_repeat
+    tp, to = alternate(fp, fo, repeat)
+    row.update(fwd_peer_ms=1e3 * tp, fwd_vidnl_ms=1e3 * to, ratio_fwd=tp / to)
+    tp, to = alternate(fbp, fbo, repeat)
+    row.update(fwd_bwd_peer_ms=1e3 * tp, fwd_bwd_vidnl_ms=1e3 * to, ratio_fwd_bwd=tp / to, repeat=repeat)
+    return row
+
+
+def size_text(case: str, size: str, args) -> str:
+    if case in NET_CASES:
+        t, s, w = NET_SIZES[size]
+        return f"{args.net_batch}×3×{t}×{s}²" + (f" (width {w})" if w else "")
+    c, cs, t, h, w = BLOCK_SIZES[size]
+    if case == "snl":
+        return f"{size} {args.batch * t}×{c}×{h}×{w} (per frame)"
+    if case == "cgnl":
+        return f"{size} {args.batch}×{c}×{h}×{w}"
+    return f"{size} {args.batch}×{c}×{t}×{h}×{w}"
+
+
+CASE_TEXT = {"nl": "NL vs pytorchvideo NonLocal", "nl_pool": "NL pool [1,2,2] vs pytorchvideo NonLocal",
+             "slowfast_nl": "NL vs PySlowFast Nonlocal", "slowfast_nl_pool": "NL pool [1,2,2] vs PySlowFast Nonlocal",
+             "snl": "SNL vs official SNL", "cgnl": "CGNL dot, 8 groups, vs official SpatialCGNL",
+             "i3d_r50": "I3D-R50 vs pytorchvideo i3d_r50", "slow_r50": "Slow-R50 vs pytorchvideo slow_r50"}
+
+
+def _f(v, fmt):
+    return "—" if v is None else format(v, fmt)
+
+
+def table(rows: list[dict], header: dict) -> str:
+    out = [f"Machine: {header['platform']}, {header['cpu_count']} CPUs, torch {header['torch']}, "
+           f"{header['threads']} threads, float32, block batch {header['batch']}, network batch {header['net_batch']}; "
+           f"{header['date']}. Peer and vidnl alternate in one process (median of {header['repeat']} runs per block, "
+           f"{header['net_repeat']} per network); ratio = peer time / vidnl time (> 1: vidnl faster). Memory: "
+           f"VmHWM above the baseline in a fresh process per side, one fwd+bwd (networks: one training step). "
+           f"Equality tolerance: max |diff| ≤ {TOL:g}·max(1, max |ref|).", "",
+           "| case | size | fwd peer ms | fwd vidnl ms | fwd ratio | fwd+bwd peer ms | fwd+bwd vidnl ms | fwd+bwd ratio "
+           "| memory peer / vidnl MB | max \\|diff\\| |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = CASE_TEXT[r["case"]]
+        if r.get("skipped"):
+            out.append(f"| {name} | {r['size_text']} | skipped: {r['skipped']} | | | | | | | |")
+            continue
+        if not r["equal"]:
+            out.append(f"| {name} | {r['size_text']} | outputs differ: max \\|diff\\| = {r['max_abs_diff']:.3g} "
+                       f"(relative {r['max_rel_diff']:.3g} > {r.get('tolerance', TOL):g}); not timed | | | | | | | |")
+            continue
+        mem = f"{_f(r.get('mem_peer_mb'), '.0f')} / {_f(r.get('mem_vidnl_mb'), '.0f')}"
+        out.append(f"| {name} | {r['size_text']} | {r['fwd_peer_ms']:.1f} | {r['fwd_vidnl_ms']:.1f} | "
+                   f"{r['ratio_fwd']:.2f}× | {r['fwd_bwd_peer_ms']:.1f} | {r['fwd_bwd_vidnl_ms']:.1f} | "
+                   f"{r['ratio_fwd_bwd']:.2f}× | {mem} | {r['max_abs_diff']:.2g} |")
+    return "\n".join(out)
+
+
+def parse_rows(items: list[str] | None, quick: bool) -> list[tuple[str, str]]:
+    if not items:
+        return DEFAULT_QUICK if quick else DEFAULT_ROWS
+    rows = []
+    for item in items:
+        case, _, size = item.partition(":")
+        if case not in CASE_PEER:
+            raise PeerError(f"--rows: unknown case {case!r} in {item!r}; choose from {sorted(CASE_PEER)}")
+        sizes = NET_SIZES if case in NET_CASES else BLOCK_SIZES
+        size = size or ("tiny" if quick else ("8x112" if case in NET_CASES else "res3"))
+        if size not in sizes:
+            raise PeerError(f"--rows: unknown size {size!r} for {case!r}; choose from {sorted(sizes)}")
+        rows.append((case, size))
+    return rows
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    """Rows in the order of the default list (merged runs keep the table's order)."""
+    order = {key: i for i, key in enumerate(DEFAULT_ROWS + DEFAULT_QUICK)}
+    return sorted(rows, key=lambda r: order.get((r["case"], r["size"]), len(order)))
+
+
+def write_json(path: str, header: dict, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": header, "rows": rows}, f, indent=1)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--slowfast", help="a PySlowFast checkout (github.com/facebookresearch/SlowFast)")
+    p.add_argument("--snl", help="an SNL_ICCV2021 checkout (github.com/zh460045050/SNL_ICCV2021)")
+    p.add_argument("--cgnl", help="a cgnl-network.pytorch checkout (github.com/KaiyuYue/cgnl-network.pytorch)")
+    p.add_argument("--rows", nargs="+", help="case[:size] rows, e.g. nl:res3 cgnl:res4 i3d_r50 (default: all)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (CI)")
+    p.add_argument("--batch", type=int, default=2, help="batch of the block rows (default 2)")
+    p.add_argument("--net-batch", type=int, default=1, help="batch of the network rows (default 1)")
+    p.add_argument("--repeat", type=int, default=None, help="timed runs per side per block row (default 9; quick 3)")
+    p.add_argument("--net-repeat", type=int, default=None, help="timed runs per side per network row (default 5; quick 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak memory runs")
+    p.add_argument("--json", help="write the rows and the machine to this JSON file (rewritten after every row)")
+    p.add_argument("--merge", action="store_true", help="keep the other rows of --json's file, replace these")
+    p.add_argument("--table-from", help="print the table of a JSON written by --json, measuring nothing")
+    p.add_argument("--perturb-vidnl", action="store_true",
+                   help="add noise to vidnl's copied weights (checks that the benchmark refuses to print ratios)")
+    p.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))))
+        return 0
+    try:
+        if args.table_from:
+            if not os.path.isfile(args.table_from):
+                raise PeerError(f"--table-from: no file {args.table_from}")
+            with open(args.table_from) as f:
+                saved = json.load(f)
+            print(table(saved["rows"], saved["machine"]))
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        args.repeat = args.repeat or (3 if args.quick else 9)
+        args.net_repeat = args.net_repeat or (2 if args.quick else 5)
+        for v, name in [(args.batch, "--batch"), (args.net_batch, "--net-batch"), (args.repeat, "--repeat"),
+                        (args.net_repeat, "--net-repeat")]:
+            if v < 1:
+                raise PeerError(f"{name}: must be ≥ 1, got {v}")
+        wanted = parse_rows(args.rows, args.quick)
+        memory = not args.no_memory and can_reset_hwm()
+        if not args.no_memory and not memory:
+            print("note: /proc/self/clear_refs cannot reset VmHWM here: peak memory not measured", file=sys.stderr)
+        header = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                      cpu_count=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
+                      batch=args.batch, net_batch=args.net_batch, repeat=args.repeat, net_repeat=args.net_repeat,
+                      date=date.today().isoformat(), tolerance=TOL, dtype="float32")
+        rows, kept = [], []
+        if args.merge and args.json and os.path.isfile(args.json):
+            with open(args.json) as f:
+                kept = [r for r in json.load(f)["rows"] if (r["case"], r["size"]) not in set(wanted)]
+        for case, size in wanted:
+            skip = peer_available(case, args)
+            if skip:
+                print(f"note: {case} {size} skipped: {skip}", file=sys.stderr)
+                rows.append({"case": case, "peer": CASE_PEER[case], "size": size, "skipped": skip,
+                             "size_text": size_text(case, size, args)})
+                continue
+            t0 = time.perf_counter()
+            row = measure_row(case, size, args)
+            row["size_text"] = size_text(case, size, args)
+            if row["equal"] and memory:
+                with ThreadPoolExecutor(2) as pool:  # memory only: the two fresh processes may overlap
+                    mp, mo = pool.map(lambda side: run_memory_child(case, size, side, args), ["peer", "ours"])
+                row.update(mem_peer_mb=mp, mem_vidnl_mb=mo)
+            print(f"note: {case} {size} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            rows.append(row)
+            if args.json:  # after every row, so a long run interrupted keeps what it measured
+                write_json(args.json, header, ordered(kept + rows))
+        print(table(ordered(kept + rows), header))
+        if args.json:
+            write_json(args.json, header, ordered(kept + rows))
+    except VidnlUserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
