@@ -138,14 +138,20 @@ class NonLocalBase(nn.Module):
     def pooled(self, t: torch.Tensor) -> torch.Tensor:
         return self.pool(t) if self.pool is not None else t
 
-    def on_keys(self, conv: nn.Module, x: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+    def pooled_input(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The max-pooled block input that every key projection shares when ``pool_at="input"``
+        (pooled once per forward, not once per projection), else None. B×C×T×H×W -> B×C×T'×H'×W'."""
+        return self.pool(x) if self.pool is not None and self.pool_at == "input" else None
+
+    def on_keys(self, conv: nn.Module, x: torch.Tensor, projected: torch.Tensor | None = None,
+                pooled_x: torch.Tensor | None = None) -> torch.Tensor:
         """A projection on the key nodes: conv(x) max-pooled (``pool_at="projection"``) or conv of
-        the max-pooled x (``"input"``); ``projected`` is conv(x) when already computed.
-        B×C×T×H×W -> B×Cs×T'×H'×W'."""
+        the max-pooled x (``"input"``; ``pooled_x`` is that pooled x when already computed);
+        ``projected`` is conv(x) when already computed. B×C×T×H×W -> B×Cs×T'×H'×W'."""
         if self.pool is None:
             return conv(x) if projected is None else projected
         if self.pool_at == "input":
-            return conv(self.pool(x))
+            return conv(self.pool(x) if pooled_x is None else pooled_x)
         return self.pool(conv(x) if projected is None else projected)
 
     def use_fast(self, kernel: str, norm: str, n: int, m: int, cs: int, cv: int, device_type: str = "cpu",
@@ -200,12 +206,14 @@ class PairwiseBlock(NonLocalBase):
     def default_norm(self, kernel: str) -> str:
         return DEFAULT_NORM[kernel]
 
-    def affinity_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """θ on all nodes (G×N×Cs) and φ on the key nodes (G×M×Cs)."""
+    def affinity_inputs(self, x: torch.Tensor, pooled_x: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """θ on all nodes (G×N×Cs) and φ on the key nodes (G×M×Cs); ``pooled_x`` as in ``on_keys``."""
         if self.theta is None:
             theta, phi = to_nodes(x, self.mode), to_nodes(self.pooled(x), self.mode)
         else:
-            theta, phi = to_nodes(self.theta(x), self.mode), to_nodes(self.on_keys(self.phi, x), self.mode)
+            theta = to_nodes(self.theta(x), self.mode)
+            phi = to_nodes(self.on_keys(self.phi, x, pooled_x=pooled_x), self.mode)
         if self.softmax_scale and self.kernel in NF.EXP_KERNELS:  # exp(s θ·φ) = exp((sθ)·φ)
             theta = theta * theta.shape[-1] ** -0.5
         return theta, phi
@@ -247,8 +255,9 @@ class NL(PairwiseBlock):
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
 
     def residual(self, x):
-        theta, phi = self.affinity_inputs(x)
-        g = to_nodes(self.on_keys(self.g, x), self.mode)
+        pooled_x = self.pooled_input(x)
+        theta, phi = self.affinity_inputs(x, pooled_x)
+        g = to_nodes(self.on_keys(self.g, x, pooled_x=pooled_x), self.mode)
         shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
         az = from_nodes(self.operator(theta, phi, g.shape[-1])(g), self.mode, shape)
         return self.out_proj[0](az)
@@ -291,12 +300,13 @@ class SNL(PairwiseBlock):
         z = self.g(x)
         if self.order == 1:
             return self.out_proj[0](z)
-        theta, phi = self.affinity_inputs(x)
+        pooled_x = self.pooled_input(x)
+        theta, phi = self.affinity_inputs(x, pooled_x)
         zn = to_nodes(z, self.mode)
         op = self.operator(theta, phi, zn.shape[-1])
         if self.a_sign < 0:
             op = _negated(op)
-        z_keys = zn if self.pool is None else to_nodes(self.on_keys(self.g, x, z), self.mode)
+        z_keys = zn if self.pool is None else to_nodes(self.on_keys(self.g, x, z, pooled_x), self.mode)
         terms = NF.chebyshev_terms(op, zn, z_keys, self.order)
         return sum(w(from_nodes(t, self.mode, z.shape)) for w, t in zip(self.out_proj, terms))
 
@@ -361,8 +371,9 @@ class A2(NonLocalBase):
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
 
     def residual(self, x):
-        zk = to_nodes(self.on_keys(self.g, x), self.mode)
-        gl = to_nodes(self.on_keys(self.gather, x), self.mode)
+        pooled_x = self.pooled_input(x)
+        zk = to_nodes(self.on_keys(self.g, x, pooled_x=pooled_x), self.mode)
+        gl = to_nodes(self.on_keys(self.gather, x, pooled_x=pooled_x), self.mode)
         dl = to_nodes(self.distribute(x), self.mode)
         fast = self.implementation != "dense"
         out = (NF.double_attention_fast if fast else NF.double_attention_dense)(gl, dl, zk)
@@ -433,7 +444,8 @@ class CGNL(NonLocalBase):
                 n.shape[0] * self.groups, n.shape[1] * cg)
 
         theta = self.theta(x)
-        phi, g = self.on_keys(self.phi, x), self.on_keys(self.g, x)
+        pooled_x = self.pooled_input(x)
+        phi, g = self.on_keys(self.phi, x, pooled_x=pooled_x), self.on_keys(self.g, x, pooled_x=pooled_x)
         # graph axes of B×groups×cg×T×H×W per mode; the axes that index graphs must agree
         dims = {"spacetime": (2, 3, 4, 5), "space": (2, 4, 5), "time": (2, 3)}[self.mode]
         if self.implementation != "dense" and all(phi.shape[d - 1] == theta.shape[d - 1]
