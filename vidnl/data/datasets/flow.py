@@ -27,6 +27,7 @@ import torchvision.transforms.v2.functional as TF
 from .. import sampling, transforms
 from ..decoding import DecodeError, read_frames
 from ..flow import flow_key, hflip_flow, read_flow_clip, read_flow_meta, resize_flow
+from .video_csv import decode_with_retries
 
 
 def video_flow_dir(ds, path: str) -> str:
@@ -96,29 +97,22 @@ def _train_transform(ds, rgb, flow, rng):
 
 def _train_item(ds, index: int) -> dict:
     c = ds.clip
-    failures = []
-    for attempt in range(c.num_retries + 1):
-        rng = np.random.default_rng([c.seed, ds.epoch, index, attempt])
-        record = ds.records[index]
-        try:
-            rgb, flow, n = _read(ds, record.path, lambda n: sampling.train_clip_indices(
-                n, c.num_frames, c.sampling_rate, rng, c.short_video_mode))
-        except DecodeError as e:
-            failures.append((record.path, f"{e.path}: {e.reason}" if e.path != record.path else e.reason))
-            index = int(rng.integers(0, len(ds.records)))
-            continue
+
+    def attempt(i: int, rng: np.random.Generator) -> dict:
+        record = ds.records[i]
+        rgb, flow, n = _read(ds, record.path, lambda n: sampling.train_clip_indices(
+            n, c.num_frames, c.sampling_rate, rng, c.short_video_mode))
         span = sampling.clip_span(c.num_frames, c.sampling_rate)
         notes = [(record.path, f"{n} frames, shorter than one clip ({span} frames)")] if n < span else []
         rgb, flow = _train_transform(ds, rgb, flow, rng)
-        item = {"inputs": flow if rgb is None else rgb, "label": record.label, "index": index,
-                "failures": failures, "notes": notes}
+        item = {"inputs": flow if rgb is None else rgb, "label": record.label, "notes": notes}
         if rgb is not None:
             item["flow"] = flow
         return item
-    raise RuntimeError(
-        f"{c.num_retries + 1} videos in a row could not be read; the last: {failures[-1][0]} "
-        f"({failures[-1][1]}). Check the videos and DATA.FLOW_DIR {c.flow_dir!r}."
-    )
+
+    item, index, failures = decode_with_retries(ds.records, index, c.num_retries, c.seed, ds.epoch, attempt,
+                                                f"Check the videos and DATA.FLOW_DIR {c.flow_dir!r}.")
+    return {**item, "index": index, "failures": failures}
 
 
 def _test_item(ds, index: int) -> dict:

@@ -39,6 +39,28 @@ class VideoRecord:
     label: int
 
 
+def decode_with_retries(records: Sequence[VideoRecord], index: int, num_retries: int, seed: int, epoch: int,
+                        attempt, give_up: str):
+    """The retry policy of every training item, written once: ``attempt(index, rng)`` decodes and
+    transforms video ``index`` with ``rng`` = default_rng([seed, epoch, index, k]) for the k-th try;
+    a ``DecodeError`` is recorded as ``(listed path, reason)`` and another video drawn with that
+    rng is tried, up to ``num_retries`` more times (so the clip depends only on (seed, epoch,
+    index, k): reproducible with any number of workers and after resuming). Returns
+    ``(attempt's result, index of the video used, failures)``; after ``num_retries + 1`` failures
+    in a row raises RuntimeError: "<n> videos in a row ...; the last: <path> (<reason>). <give_up>"."""
+    failures = []
+    for k in range(num_retries + 1):
+        rng = np.random.default_rng([seed, epoch, index, k])
+        path = records[index].path
+        try:
+            return attempt(index, rng), index, failures
+        except DecodeError as e:
+            failures.append((path, f"{e.path}: {e.reason}" if e.path and e.path != path else e.reason))
+            index = int(rng.integers(0, len(records)))
+    raise RuntimeError(f"{num_retries + 1} videos in a row could not be decoded; the last: "
+                       f"{failures[-1][0]} ({failures[-1][1]}). {give_up}")
+
+
 def read_text_lines(path: str) -> list[str]:
     """The lines of a UTF-8 text file (a byte-order mark is dropped); any other encoding is a
     DatasetError naming the file and the line of the first byte that is not UTF-8."""
@@ -164,20 +186,14 @@ class VideoCSVDataset(Dataset):
     # -- training ---------------------------------------------------------------------------
     def _train_item(self, index: int) -> dict:
         c = self.clip
-        failures = []
-        for attempt in range(c.num_retries + 1):
-            rng = np.random.default_rng([c.seed, self.epoch, index, attempt])
-            record = self.records[index]
-            try:
-                decoded = read_frames(
-                    record.path,
-                    lambda n: sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode),
-                    c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
-                )
-            except DecodeError as e:
-                failures.append((record.path, e.reason))
-                index = int(rng.integers(0, len(self.records)))
-                continue
+
+        def attempt(i: int, rng: np.random.Generator) -> dict:
+            record = self.records[i]
+            decoded = read_frames(
+                record.path,
+                lambda n: sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode),
+                c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
+            )
             span = sampling.clip_span(c.num_frames, c.sampling_rate)
             notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
             if decoded.num_frames < span:
@@ -187,11 +203,11 @@ class VideoCSVDataset(Dataset):
                 transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
                 crop_size=c.train_crop_size, flip=c.random_flip, rng=rng,
             )  # T×h×w×C uint8
-            return {"inputs": clip, "label": record.label, "index": index, "failures": failures, "notes": notes}
-        raise RuntimeError(
-            f"{c.num_retries + 1} videos in a row could not be decoded; the last: "
-            f"{failures[-1][0]} ({failures[-1][1]}). Check the dataset with its CSV."
-        )
+            return {"inputs": clip, "label": record.label, "notes": notes}
+
+        item, index, failures = decode_with_retries(self.records, index, c.num_retries, c.seed, self.epoch, attempt,
+                                                    "Check the dataset with its CSV.")
+        return {**item, "index": index, "failures": failures}
 
     # -- testing ----------------------------------------------------------------------------
     def _test_item(self, index: int) -> dict:
