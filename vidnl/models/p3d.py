@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .heads import ClassificationHead
-from .resnet import ResStage
+from .layers import ResidualBlock, ResStage, projection_shortcut
 
 P3D_BLOCKS = {63: (3, 4, 6, 3), 131: (3, 4, 23, 3), 199: (3, 8, 36, 3)}
 P3D_TYPES = ("A", "B", "C")
@@ -37,7 +37,7 @@ def _conv_bn_relu(cin, cout, kernel, stride, padding):
                          nn.ReLU(inplace=True))
 
 
-class P3DBottleneck(nn.Module):
+class P3DBottleneck(ResidualBlock):
     """1×1×1 reduce (with the spatial stride), the P3D-``kind`` S/T pair (or a 1×3×3 conv for
     ``kind=None``), 1×1×1 expand; shortcut 1×1×1 conv + BN with the same stride where the shape
     changes."""
@@ -54,19 +54,14 @@ class P3DBottleneck(nn.Module):
             self.temporal = _conv_bn_relu(width, width, (3, 1, 1), 1, (1, 0, 0))
         self.expand = nn.Conv3d(width, out_ch, 1, bias=False)
         self.bn = nn.BatchNorm3d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, (1, stride, stride), bias=False),
-                                            nn.BatchNorm3d(out_ch))
+        self.downsample = projection_shortcut(in_ch, out_ch, (1, stride, stride))
 
     @property
     def final_bn(self) -> nn.Module:
         """The block's last BN (zero-initialised so the block starts as identity)."""
         return self.bn
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
+    def branch(self, x):
         h = self.reduce(x)
         if self.kind is None:
             h = self.spatial(h)
@@ -77,7 +72,7 @@ class P3DBottleneck(nn.Module):
         else:  # "C"
             s = self.spatial(h)
             h = s + self.temporal(s)
-        return self.relu(self.bn(self.expand(h)) + identity)
+        return self.bn(self.expand(h))
 
 
 class P3DResNet(nn.Module):

@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .resnet import ResStage
+from .layers import ResidualBlock, ResStage
 
 
-class PreActBlock(nn.Module):
+class PreActBlock(ResidualBlock):
     """BN-ReLU-3×3-BN-ReLU-3×3 + shortcut (identity, or a 1×1 conv of the raw input)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int):
@@ -38,14 +38,15 @@ class PreActBlock(nn.Module):
         self.shortcut = (nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
                          if stride != 1 or in_ch != out_ch else None)
 
-    def forward(self, x):
-        identity = x if self.shortcut is None else self.shortcut(x)
+    post_activation = False
+    shortcut_attr = "shortcut"
+
+    def branch(self, x):
         out = self.conv1(self.relu(self.bn1(x)))
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + identity
+        return self.conv2(self.relu(self.bn2(out)))
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(ResidualBlock):
     """BN-ReLU-1×1, BN-ReLU-3×3 (stride), BN-ReLU-1×1 (4× expansion) + shortcut (identity, or a
     1×1 conv + BN of the raw input)."""
 
@@ -64,12 +65,13 @@ class PreActBottleneck(nn.Module):
         self.shortcut = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
                          if project else None)
 
-    def forward(self, x):
-        identity = x if self.shortcut is None else self.shortcut(x)
+    post_activation = False
+    shortcut_attr = "shortcut"
+
+    def branch(self, x):
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
-        return out + identity
+        return self.conv3(self.relu(self.bn3(out)))
 
 
 def _images(x: torch.Tensor, name: str) -> torch.Tensor:

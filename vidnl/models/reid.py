@@ -27,6 +27,7 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 
 from ..nonlocal_blocks import insert_nonlocal
 from .build import nonlocal_factory, register_model
+from .layers import ResStage
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +35,11 @@ RESNET50_BLOCKS = (3, 4, 6, 3)
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
 
-class FrameStage(nn.Module):
-    """One torchvision ResNet layer run on frames, with nonlocal blocks over the clip.
-
-    The residual blocks are children ``"0"``..``"n-1"`` (torchvision's names, e.g.
-    ``layer3.4.conv1.weight``); ``nonlocal_blocks[str(i)]`` runs after block ``i`` on the
-    features viewed as B×C×T×H×W (see vidnl.nonlocal_blocks.insert).
-    """
-
-    def __init__(self, layer: nn.Sequential, out_channels: int):
-        super().__init__()
-        for i, block in enumerate(layer):
-            self.add_module(str(i), block)
-        self._num_blocks = len(layer)
-        self.nonlocal_blocks = nn.ModuleDict()
-        self.out_channels = out_channels
-
-    @property
-    def num_blocks(self) -> int:
-        return self._num_blocks
-
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """(B·T)×C×H×W -> (B·T)×C'×H'×W' (frames of a clip consecutive in the batch)."""
-        for i in range(self._num_blocks):
-            x = self._modules[str(i)](x)
-            key = str(i)
-            if key in self.nonlocal_blocks:
-                bt, c, h, w = x.shape
-                clip = x.view(bt // num_frames, num_frames, c, h, w).transpose(1, 2)  # B×C×T×H×W
-                clip = self.nonlocal_blocks[key](clip)
-                x = clip.transpose(1, 2).reshape(bt, c, h, w)
-        return x
+def FrameStage(layer: nn.Sequential, out_channels: int) -> ResStage:
+    """One torchvision ResNet layer run on frames, with nonlocal blocks over the clip: a
+    ``layers.ResStage`` whose residual blocks are children ``"0"``..``"n-1"`` (torchvision's
+    names, e.g. ``layer3.4.conv1.weight``), called as ``stage(frames, num_frames)``."""
+    return ResStage(list(layer), out_channels, flat_names=True)
 
 
 def _make_layer(inplanes: int, planes: int, blocks: int, stride: int, norm_layer) -> nn.Sequential:
@@ -122,7 +97,7 @@ class FrameResNet50(nn.Module):
                     nn.init.zeros_(block.bn3.weight)
 
     @property
-    def stages(self) -> list[FrameStage]:
+    def stages(self) -> list[ResStage]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +153,7 @@ class ResNet50TP(nn.Module):
             nn.init.zeros_(self.classifier.bias)
 
     @property
-    def stages(self) -> list[FrameStage]:
+    def stages(self) -> list[ResStage]:
         return self.backbone.stages
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,14 @@ Input B×C×T×H×W; output of ``forward_features`` B×(8·w·e)×T'×H/32×W/32
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from .heads import ClassificationHead
+from .layers import BasicBlock, Bottleneck, ResidualBlock, ResStage, projection_shortcut, zero_init_final_bns
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -35,101 +37,24 @@ def default_inflate_pattern(stage_blocks: Sequence[int]) -> list[list[int]]:
             for s, n in enumerate(stage_blocks)]
 
 
-class BasicBlock3d(nn.Module):
-    """Two 3×3 convs (the first t×3×3); used by ResNet-18/34."""
-
-    expansion = 1
-
-    def __init__(self, in_ch: int, width: int, stride: int, temporal_kernel: int, bn_eps: float, bn_mom: float,
-                 inflate_conv: str = "1x1"):
-        super().__init__()
-        out_ch = width
-        t = temporal_kernel
-        self.conv1 = nn.Conv3d(in_ch, width, (t, 3, 3), (1, stride, stride), (t // 2, 1, 1), bias=False)
-        self.bn1 = nn.BatchNorm3d(width, eps=bn_eps, momentum=bn_mom)
-        self.conv2 = nn.Conv3d(width, out_ch, (1, 3, 3), 1, (0, 1, 1), bias=False)
-        self.bn2 = nn.BatchNorm3d(out_ch, eps=bn_eps, momentum=bn_mom)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride, bn_eps, bn_mom)
-
-    @property
-    def final_bn(self) -> nn.Module:
-        """The block's last BN (zero-initialised so the block starts as identity)."""
-        return self.bn2
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class Bottleneck3d(nn.Module):
-    """1×1, 3×3 (stride here, as in ResNet v1.5 and PySlowFast), 1×1 with 4× expansion. An
-    inflated block has t×1×1 as its first conv (``inflate_conv="1x1"``) or t×3×3 as its second
-    (``"3x3"``)."""
-
-    expansion = 4
-
-    def __init__(self, in_ch: int, width: int, stride: int, temporal_kernel: int, bn_eps: float, bn_mom: float,
-                 inflate_conv: str = "1x1"):
-        super().__init__()
-        out_ch = width * self.expansion
-        t1, t2 = (temporal_kernel, 1) if inflate_conv == "1x1" else (1, temporal_kernel)
-        self.conv1 = nn.Conv3d(in_ch, width, (t1, 1, 1), 1, (t1 // 2, 0, 0), bias=False)
-        self.bn1 = nn.BatchNorm3d(width, eps=bn_eps, momentum=bn_mom)
-        self.conv2 = nn.Conv3d(width, width, (t2, 3, 3), (1, stride, stride), (t2 // 2, 1, 1), bias=False)
-        self.bn2 = nn.BatchNorm3d(width, eps=bn_eps, momentum=bn_mom)
-        self.conv3 = nn.Conv3d(width, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(out_ch, eps=bn_eps, momentum=bn_mom)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride, bn_eps, bn_mom)
-
-    @property
-    def final_bn(self) -> nn.Module:
-        """The block's last BN (zero-initialised so the block starts as identity)."""
-        return self.bn3
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-def _shortcut(in_ch: int, out_ch: int, stride: int, bn_eps: float, bn_mom: float) -> nn.Module | None:
-    if stride == 1 and in_ch == out_ch:
-        return None
-    return nn.Sequential(
-        nn.Conv3d(in_ch, out_ch, 1, (1, stride, stride), bias=False),
-        nn.BatchNorm3d(out_ch, eps=bn_eps, momentum=bn_mom),
-    )
-
-
-class ResStage(nn.Module):
-    """A stage of residual blocks with optional nonlocal blocks after some of them.
-
-    ``nonlocal_blocks[str(i)]`` runs right after ``blocks[i]`` (see nonlocal_blocks.insert).
-    """
-
-    def __init__(self, blocks: Sequence[nn.Module], out_channels: int):
-        super().__init__()
-        self.blocks = nn.Sequential(*blocks)
-        self.nonlocal_blocks = nn.ModuleDict()
-        self.out_channels = out_channels
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            key = str(i)
-            if key in self.nonlocal_blocks:
-                x = self.nonlocal_blocks[key](x)
-        return x
+def i3d_block(in_ch: int, width: int, stride: int, temporal_kernel: int, bn_eps: float, bn_mom: float,
+              bottleneck: bool, inflate_conv: str = "1x1") -> ResidualBlock:
+    """A C2D/I3D residual block (``layers.BasicBlock`` / ``layers.Bottleneck``) with the spatial
+    ``stride`` and a temporal kernel ``temporal_kernel`` in the inflated conv: basic block: the
+    first 3×3 becomes t×3×3; bottleneck: the first 1×1 becomes t×1×1 (``inflate_conv="1x1"``,
+    the released models) or the 3×3 becomes t×3×3 (``"3x3"``); 4× expansion, stride in the 3×3
+    (ResNet v1.5, PySlowFast)."""
+    t = temporal_kernel
+    norm = partial(nn.BatchNorm3d, eps=bn_eps, momentum=bn_mom)
+    stride3 = (1, stride, stride)
+    out_ch = width * 4 if bottleneck else width
+    shortcut = projection_shortcut(in_ch, out_ch, stride3, norm)
+    if not bottleneck:
+        return BasicBlock(in_ch, out_ch, kernel1=(t, 3, 3), kernel2=(1, 3, 3), stride=stride3, shortcut=shortcut,
+                          norm=norm)
+    t1, t2 = (t, 1) if inflate_conv == "1x1" else (1, t)
+    return Bottleneck(in_ch, width, out_ch, kernel1=(t1, 1, 1), kernel2=(t2, 3, 3), stride=stride3,
+                      shortcut=shortcut, norm=norm)
 
 
 INFLATE_CONVS = ("1x1", "3x3")
@@ -192,7 +117,7 @@ class VideoResNet(nn.Module):
             raise ValueError(f"pool2_temporal must be (kernel, stride, padding) with kernel, stride >= 1 and "
                              f"0 <= padding <= kernel // 2, got {tuple(pool2_temporal)}")
         stage_blocks = STAGE_BLOCKS[depth]
-        block_cls = BasicBlock3d if depth < 50 else Bottleneck3d
+        bottleneck = depth >= 50
         if arch == "c2d":
             inflate = [[0] * n for n in stage_blocks]
         elif not inflate:
@@ -219,8 +144,8 @@ class VideoResNet(nn.Module):
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
                 t = 3 if self.inflate[s][i] else 1
-                blocks.append(block_cls(in_ch, width, stride, t, bn_eps, bn_momentum, inflate_conv))
-                in_ch = width * block_cls.expansion
+                blocks.append(i3d_block(in_ch, width, stride, t, bn_eps, bn_momentum, bottleneck, inflate_conv))
+                in_ch = blocks[-1].out_channels
             stages.append(ResStage(blocks, in_ch))
         self.res2, self.res3, self.res4, self.res5 = stages
         if temporal_pool and pool2_temporal is not None:
@@ -246,9 +171,7 @@ class VideoResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_final_bn:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock3d, Bottleneck3d)):
-                    nn.init.zeros_(m.final_bn.weight)
+            zero_init_final_bns(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """B×C×T×H×W (or an image batch B×C×H×W, taken as T = 1) -> B×F×T'×H'×W' (before pooling)."""

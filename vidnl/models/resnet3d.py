@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .heads import ClassificationHead
-from .resnet import ResStage
+from .layers import BasicBlock, Bottleneck, ResidualBlock, ResStage, projection_shortcut, zero_init_final_bns
 
 RESNET3D_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                    152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
@@ -34,74 +34,28 @@ class ShortcutA(nn.Module):
         return torch.cat([x, x.new_zeros(x.shape[0], self.out_ch - x.shape[1], *x.shape[2:])], 1)
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int, kind: str = "B") -> nn.Module | None:
-    """None (identity), type B (1×1×1 conv + BN) or type A (subsample and zero channels) where the
-    shape changes."""
-    if stride == 1 and in_ch == out_ch:
-        return None
-    if kind == "A":
-        return ShortcutA(out_ch, stride)
-    return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm3d(out_ch))
-
-
-class BasicBlock3D(nn.Module):
-    """Two 3×3×3 convs."""
-
-    expansion = 1
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, shortcut: str = "B"):
-        super().__init__()
-        self.conv1 = nn.Conv3d(in_ch, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm3d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, planes, stride, shortcut)
-
-    @property
-    def final_bn(self) -> nn.Module:
-        """The block's last BN (zero-initialised so the block starts as identity)."""
-        return self.bn2
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class Bottleneck3D(nn.Module):
-    """1×1×1 – 3×3×3 (grouped for ResNeXt) – 1×1×1.
-
-    ResNet: width = planes, output 4·planes. ResNeXt (groups = cardinality > 1, Hara et al.'s
-    variant): width = cardinality · planes / 32, output 2·planes.
-    """
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1, groups: int = 1, shortcut: str = "B"):
-        super().__init__()
-        if groups > 1:
-            width, out_ch = groups * max(1, planes // 32), planes * 2  # at least one channel per group
-        else:
-            width, out_ch = planes, planes * 4
-        self.out_channels = out_ch
-        self.conv1 = nn.Conv3d(in_ch, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm3d(width)
-        self.conv2 = nn.Conv3d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm3d(width)
-        self.conv3 = nn.Conv3d(width, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride, shortcut)
-
-    @property
-    def final_bn(self) -> nn.Module:
-        """The block's last BN (zero-initialised so the block starts as identity)."""
-        return self.bn3
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
+def hara_block(in_ch: int, planes: int, stride: int, cardinality: int = 1, shortcut: str = "B",
+               bottleneck: bool = True) -> ResidualBlock:
+    """A block of Hara et al.'s 3D-ResNet(Xt): k×k×k kernels, ``stride`` in time and space.
+    Basic: two 3×3×3 convs, ``planes`` out. Bottleneck: 1×1×1 – 3×3×3 – 1×1×1; ResNet (cardinality
+    1): width = planes, output 4·planes; ResNeXt (groups = cardinality > 1, Hara et al.'s variant):
+    width = cardinality · planes / 32, output 2·planes. Shortcut where the shape changes: "B"
+    (1×1×1 conv + BN) or "A" (``ShortcutA``, no parameters)."""
+    if not bottleneck:
+        width = out_ch = planes
+    elif cardinality > 1:
+        width, out_ch = cardinality * max(1, planes // 32), planes * 2  # at least one channel per group
+    else:
+        width, out_ch = planes, planes * 4
+    if shortcut == "A" and (stride != 1 or in_ch != out_ch):
+        short = ShortcutA(out_ch, stride)
+    else:
+        short = projection_shortcut(in_ch, out_ch, (stride,) * 3)
+    k3, s3 = (3, 3, 3), (stride,) * 3
+    if not bottleneck:
+        return BasicBlock(in_ch, out_ch, kernel1=k3, kernel2=k3, stride=s3, shortcut=short)
+    return Bottleneck(in_ch, width, out_ch, kernel1=(1, 1, 1), kernel2=k3, stride=s3, groups=cardinality,
+                      shortcut=short)
 
 
 class ResNet3D(nn.Module):
@@ -137,9 +91,8 @@ class ResNet3D(nn.Module):
             blocks = []
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
-                block = (BasicBlock3D if basic else Bottleneck3D)(in_ch, planes, stride, cardinality, shortcut)
-                in_ch = planes if basic else block.out_channels
-                blocks.append(block)
+                blocks.append(hara_block(in_ch, planes, stride, cardinality, shortcut, bottleneck=not basic))
+                in_ch = blocks[-1].out_channels
             stages.append(ResStage(blocks, in_ch))
         self.res2, self.res3, self.res4, self.res5 = stages
         self.num_features = in_ch
@@ -148,9 +101,7 @@ class ResNet3D(nn.Module):
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_final_bn:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock3D, Bottleneck3D)):
-                    nn.init.zeros_(m.final_bn.weight)
+            zero_init_final_bns(self)
 
     @property
     def stages(self) -> list[ResStage]:
