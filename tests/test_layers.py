@@ -89,3 +89,14 @@ def test_frame_stage_gives_the_nonlocal_block_the_clip_view():
         # a clip-level nonlocal block is not a per-frame one: mixing frames changes the output
         per_frame = blocks[1](nl(blocks[0](frames).unsqueeze(2)).squeeze(2))
         assert not torch.allclose(out, per_frame, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_satisfies_the_nonlocal_protocols(name):
+    from vidnl.nonlocal_blocks.insert import NonlocalBackbone, NonlocalStage
+
+    model = BACKBONES[name]()
+    assert isinstance(model, NonlocalBackbone)
+    assert len(model.stage_names) == len(model.stages)
+    assert all(isinstance(s, NonlocalStage) for s in model.stages)
+    assert not isinstance(nn.Linear(2, 2), NonlocalStage)

@@ -10,13 +10,35 @@ weights load with or without nonlocal blocks.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch.nn as nn
 
 
+@runtime_checkable
+class NonlocalStage(Protocol):
+    """What ``insert_nonlocal`` needs of a backbone stage (``vidnl.models.layers.ResStage``
+    implements it): its residual block count, its output channels, and the ``nn.ModuleDict`` of
+    nonlocal blocks it runs after block ``i`` under key ``str(i)``."""
+
+    num_blocks: int
+    out_channels: int
+    nonlocal_blocks: nn.ModuleDict
+
+
+@runtime_checkable
+class NonlocalBackbone(Protocol):
+    """What a backbone exposes to take nonlocal blocks by config: ``stages`` (each a
+    ``NonlocalStage``) and their ``stage_names`` (what NONLOCAL.LOCATION's entries index)."""
+
+    stage_names: Sequence[str]
+
+    @property
+    def stages(self) -> Sequence[NonlocalStage]: ...
+
+
 def insert_nonlocal(
-    stages: Sequence[nn.Module],
+    stages: Sequence[NonlocalStage],
     location: Sequence[Sequence[int]],
     make_block: Callable[[int], nn.Module],
     stage_names: Sequence[str] | None = None,
