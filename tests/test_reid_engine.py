@@ -105,14 +105,6 @@ def test_tiny_mars_run_learns_identities_and_resumes(synthetic_mars, tmp_path):
     assert "all 20 epochs already done" in again.stdout and m.group(0) in again.stdout
 
 
-def test_single_process_only(synthetic_mars, tmp_path, monkeypatch):
-    cfg = load_config(os.path.join(ROOT, "configs", "MARS", "R50tp.yaml"), tiny_opts(synthetic_mars, str(tmp_path)))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    for fn in (engine.train, engine.test):
-        with pytest.raises(ConfigError, match="WORLD_SIZE=2"):
-            fn(cfg)
-
-
 @pytest.fixture(scope="module")
 def synthetic_ilids(tmp_path_factory):
     persons = [1, 2, 3, 5, 8, 13, 21, 34]

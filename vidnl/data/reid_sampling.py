@@ -11,6 +11,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..errors import ConfigError
+
 SAMPLE_MODES = ("random_consecutive", "restricted_random")
 
 
@@ -60,17 +62,32 @@ class RandomIdentitySampler(Sampler[list]):
     distinct. This is the epoch of Gao & Nevatia's reference code, which Table 9's 500 epochs
     count.
 
-    Yields lists of ``(tracklet_index, slot)``; ``slot`` (the sample's position in the epoch)
-    seeds the clip drawn from the tracklet, so repeated tracklets give different clips. The
-    order depends only on (seed, epoch): call :meth:`set_epoch` every epoch; ``start_step``
-    skips the first batches (resuming mid-epoch).
+    ``batch_size`` is the *global* batch. With ``world_size`` W processes (torchrun), process
+    ``rank`` yields its contiguous slice ``[rank·B/W, (rank+1)·B/W)`` of every global batch, so
+    the W processes together see exactly the batches of one process (a slice may end inside an
+    identity's group: the re-ID loss gathers the features of the whole global batch for the
+    triplet term, see :func:`vidnl.engine.losses.reid_loss`).
+
+    Yields lists of ``(tracklet_index, slot)``; ``slot`` (the sample's position in the epoch's
+    global order) seeds the clip drawn from the tracklet, so repeated tracklets give different
+    clips and a sample gets the same clip whatever W is. The order depends only on (seed,
+    epoch): call :meth:`set_epoch` every epoch; ``start_step`` skips the first batches (resuming
+    mid-epoch).
     """
 
-    def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0):
+    def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
         if batch_size % num_instances:
             raise ValueError(f"batch size {batch_size} is not divisible by num_instances {num_instances}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} of {world_size} processes")
+        if batch_size % world_size:
+            raise ConfigError(f"TRAIN.BATCH_SIZE={batch_size} (the global P x K batch) must be divisible by the "
+                              f"{world_size} processes")
         self.k = num_instances
         self.p = batch_size // num_instances
+        self.rank, self.world = rank, world_size
+        self.local = batch_size // world_size
         self.seed = seed
         self.epoch = 0
         self.start_step = 0
@@ -89,7 +106,7 @@ class RandomIdentitySampler(Sampler[list]):
         return self.num_steps() - self.start_step
 
     def batches(self) -> list[list[int]]:
-        """The epoch's batches as tracklet indices (P·K each)."""
+        """The epoch's global batches as tracklet indices (P·K each, every process alike)."""
         rng = np.random.default_rng([self.seed, self.epoch, 0x5EED])
         groups = []
         for pid in self.pids:
@@ -102,6 +119,7 @@ class RandomIdentitySampler(Sampler[list]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         size = self.p * self.k
+        lo = self.rank * self.local
         for b, batch in enumerate(self.batches()):
             if b >= self.start_step:
-                yield [(t, b * size + j) for j, t in enumerate(batch)]
+                yield [(t, b * size + j) for j, t in enumerate(batch) if lo <= j < lo + self.local]

@@ -1,9 +1,11 @@
-"""Video person re-identification engine (MODEL.TASK reid): ``train(cfg)`` and ``test(cfg)``.
+"""Video person re-identification (MODEL.TASK reid): ``train(cfg)`` and ``test(cfg)``, split
+handling, feature extraction and CMC/mAP evaluation.
 
-Training: P×K identity batches (RandomIdentitySampler), clips of REID.SEQ_LEN frames,
-REID.CE_WEIGHT · cross-entropy (MODEL.LABEL_SMOOTHING) + REID.TRIPLET_WEIGHT · batch-hard
-triplet (REID.TRIPLET_MARGIN), vidnl's optimizer and LR schedule, atomic epoch / mid-epoch
-checkpoints with auto-resume, CMC/mAP on the query/gallery split every TRAIN.EVAL_PERIOD epochs.
+Training runs the one :class:`vidnl.engine.train.Trainer` with :class:`vidnl.engine.tasks.ReIDTask`:
+P×K identity batches (RandomIdentitySampler), clips of REID.SEQ_LEN frames, REID.CE_WEIGHT ·
+cross-entropy (MODEL.LABEL_SMOOTHING) + REID.TRIPLET_WEIGHT · batch-hard triplet
+(REID.TRIPLET_MARGIN), vidnl's optimizer and LR schedule, atomic epoch / mid-epoch checkpoints
+with auto-resume, CMC/mAP on the query/gallery split every TRAIN.EVAL_PERIOD epochs.
 
 Test: every frame of every query and gallery tracklet in chunks of SEQ_LEN, chunk embeddings
 averaged per tracklet, REID.DISTANCE ranking, CMC ranks REID.RANKS and mAP; results in
@@ -12,7 +14,12 @@ PRID) every split is trained in OUTPUT_DIR/split_XX and the test reports the mea
 
 Precedence of initial weights (logged): a checkpoint of this run in OUTPUT_DIR/checkpoints
 (auto-resume) > TRAIN.CHECKPOINT_FILE_PATH (whole model) > REID.PRETRAINED (backbone only).
-One process only: a torchrun launch (WORLD_SIZE > 1) is refused.
+
+Under torchrun (docs/distributed.md) training, validation and test give the metrics and (up to
+float summation order) the weights of one process: each process takes a contiguous slice of
+every global P×K batch, the triplet loss is taken over the gathered global batch, BN statistics
+over the global batch, and query/gallery features are extracted on each process's shard of the
+tracklets and gathered; rank 0 writes logs, checkpoints and results.
 """
 
 from __future__ import annotations
@@ -29,31 +36,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, ReIDTrainClips, Tracklet,
-                                  build_reid_data, collate_reid_test, collate_reid_train, num_splits)
-from ..data.reid_sampling import RandomIdentitySampler
-from ..errors import DatasetError
+from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, Tracklet, build_reid_data,
+                                  collate_reid_test, num_splits)
 from ..models import build_model
-from .checkpoint import (CheckpointError, RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints,
-                         load_weights, restore_run, save_checkpoint)
-from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
-from .losses import reid_loss
-from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
-from .run_manifest import check_resume_config
+from .checkpoint import CheckpointError, list_checkpoints, load_weights
+from .distributed import (all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process,
+                          shard_indices)
+from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
 from .setup import autocast_context, get_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "reid_results_test.json"
-
-
-
-def _check_single_process() -> None:
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1:
-        raise ConfigError(f"MODEL.TASK reid runs in a single process, but this was launched with WORLD_SIZE={world} "
-                          f"(torchrun). Run tools/run_net.py directly with python.")
 
 
 def split_ids(cfg) -> list[int]:
@@ -82,7 +77,7 @@ def build_reid_model(cfg, num_train_pids: int) -> nn.Module:
     return build_model(c)
 
 
-def _log_data(data: ReIDData) -> None:
+def log_data(data: ReIDData) -> None:
     s = data.summary()
     logger.info("%s split %d/%d: train %d ids / %d tracklets, query %d ids / %d tracklets, gallery %d ids / %d "
                 "tracklets", data.name, data.split_id, data.num_splits, s["train_ids"], s["train_tracklets"],
@@ -95,10 +90,25 @@ def _log_data(data: ReIDData) -> None:
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def extract_features(model: nn.Module, tracklets: list[Tracklet], cfg, device: torch.device,
-                     desc: str = "features") -> torch.Tensor:
+                     desc: str = "features", rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """One embedding per tracklet (N×D, float32, CPU): the mean of the embeddings of its
     SEQ_LEN-frame chunks. Chunks of consecutive tracklets are packed into forward passes of
-    TEST.BATCH_SIZE clips; one tracklet is decoded at a time per loader worker."""
+    TEST.BATCH_SIZE clips; one tracklet is decoded at a time per loader worker.
+
+    With ``world_size`` W > 1 (torchrun; every process calls this) process ``rank`` embeds the
+    tracklets ``rank, rank + W, ...`` and the shards are gathered: every process returns all N
+    embeddings in the order of ``tracklets``, each computed once (with the model in eval mode a
+    tracklet's embedding does not depend on the other tracklets of its forward passes)."""
+    if world_size > 1:
+        mine = shard_indices(len(tracklets), rank, world_size)
+        feats = extract_features(model, [tracklets[i] for i in mine], cfg, device, desc)
+        parts = all_gather_objects((mine, feats))
+        dim = max(f.shape[1] for _, f in parts)
+        out = torch.zeros(len(tracklets), dim)
+        for idx, f in parts:
+            if idx:
+                out[torch.tensor(idx)] = f
+        return out if len(tracklets) else torch.zeros(0, 0)
     model.eval()
     ds = ReIDTestClips(tracklets, FrameTransform.from_cfg(cfg), cfg.REID.SEQ_LEN)
     loader = DataLoader(ds, batch_size=1, shuffle=False, collate_fn=collate_reid_test,
@@ -136,11 +146,14 @@ def extract_features(model: nn.Module, tracklets: list[Tracklet], cfg, device: t
     return sums / counts[:, None]
 
 
-def evaluate_reid(model: nn.Module, data: ReIDData, cfg, device: torch.device) -> dict:
-    """Query/gallery features, distances (REID.DISTANCE) and CMC/mAP of one split."""
+def evaluate_reid(model: nn.Module, data: ReIDData, cfg, device: torch.device, rank: int = 0,
+                  world_size: int = 1) -> dict:
+    """Query/gallery features (sharded over ``world_size`` processes and gathered, see
+    :func:`extract_features`), distances (REID.DISTANCE) and CMC/mAP of one split; every process
+    returns the metrics of the whole split."""
     start = time.time()
-    qf = extract_features(model, data.query, cfg, device, "query")
-    gf = extract_features(model, data.gallery, cfg, device, "gallery")
+    qf = extract_features(model, data.query, cfg, device, "query", rank, world_size)
+    gf = extract_features(model, data.gallery, cfg, device, "gallery", rank, world_size)
     feat_time = time.time() - start
     dist = distance_matrix(qf.double(), gf.double(), cfg.REID.DISTANCE)
     res = evaluate_ranking(dist, [t.pid for t in data.query], [t.pid for t in data.gallery],
@@ -161,7 +174,7 @@ def scalar_summary(res: dict) -> dict:
     return {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _metrics_line(res: dict, ranks) -> str:
+def metrics_line(res: dict, ranks) -> str:
     cmc = "  ".join(f"rank-{k} {res[f'rank{k}']:.2f}%" for k in ranks)
     return f"mAP {res['mAP']:.2f}%  {cmc}"
 
@@ -169,162 +182,17 @@ def _metrics_line(res: dict, ranks) -> str:
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
-class ReIDTrainer:
-    """One training run on one split."""
-
-    def __init__(self, cfg, data: ReIDData | None = None):
-        self.cfg = cfg
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-        setup_logging(cfg.OUTPUT_DIR)
-        log_run_header(cfg)
-        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
-        self.device = get_device(cfg)
-        self.data = data if data is not None else build_reid_data(cfg)
-        _log_data(self.data)
-        if self.data.num_train_pids < 2:
-            raise DatasetError(f"{self.data.name}: {self.data.num_train_pids} training identities; re-ID training "
-                               f"needs at least 2")
-        self.model = build_reid_model(cfg, self.data.num_train_pids).to(self.device)
-        self.optimizer = build_optimizer(cfg, self.model)
-        self.amp = cfg.TRAIN.MIXED_PRECISION
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
-        self.state = self._initial_state()
-        r = cfg.REID
-        self.sampler = RandomIdentitySampler([t.pid for t in self.data.train], cfg.TRAIN.BATCH_SIZE,
-                                             r.NUM_INSTANCES, cfg.RNG_SEED)
-        if self.sampler.num_steps() == 0:
-            raise DatasetError(f"{self.data.name}: {self.data.num_train_pids} training identities give no full batch of "
-                               f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} / REID.NUM_INSTANCES {r.NUM_INSTANCES} = "
-                               f"{self.sampler.p} identities")
-        self.train_set = ReIDTrainClips(self.data.train, FrameTransform.from_cfg(cfg), r.SEQ_LEN, r.SAMPLE_MODE,
-                                        r.RANDOM_FLIP, cfg.RNG_SEED)
-        self.loader = DataLoader(self.train_set, batch_sampler=self.sampler, collate_fn=collate_reid_train,
-                                 num_workers=cfg.DATA_LOADER.NUM_WORKERS,
-                                 pin_memory=cfg.DATA_LOADER.PIN_MEMORY and self.device.type == "cuda")
-        n_params = sum(p.numel() for p in self.model.parameters())
-        logger.info("model %s (%.2fM parameters, embedding %d) on %s, nonlocal %s at %s; %d iterations/epoch of "
-                    "%d identities x %d tracklets", cfg.MODEL.ARCH, n_params / 1e6, self.model.feature_dim,
-                    self.device, cfg.NONLOCAL.TYPE, list(map(list, cfg.NONLOCAL.LOCATION)), self.sampler.num_steps(),
-                    self.sampler.p, self.sampler.k)
-        self.tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
-
-    def _initial_state(self) -> RunState:
-        cfg = self.cfg
-        found = find_resume_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
-        if found is not None:
-            path, ckpt = found
-            if cfg.TRAIN.CHECKPOINT_FILE_PATH or cfg.REID.PRETRAINED:
-                logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH / REID.PRETRAINED (they only "
-                            "initialise a new run)", path)
-            check_resume_config(path, ckpt, cfg)
-            return restore_run(path, ckpt, self.model, self.optimizer, self.scaler)
-        if cfg.REID.PRETRAINED:
-            self.model.load_backbone_weights(cfg.REID.PRETRAINED)
-            logger.info("backbone initialised from REID.PRETRAINED=%s", cfg.REID.PRETRAINED)
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-            load_weights(self.model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE,
-                         allow_shape_mismatch=cfg.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH, skip=cfg.TRAIN.CHECKPOINT_SKIP)
-            logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s", path)
-        return RunState()
-
-    def save(self, epoch: int, iteration: int = 0) -> None:
-        path = save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.model, self.optimizer, self.cfg, self.state.best,
-                               keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler)
-        logger.info("saved %s", path)
-
-    def train_epoch(self, epoch: int, start_iter: int) -> dict:
-        cfg, r = self.cfg, self.cfg.REID
-        self.model.train()
-        if cfg.BN.FROZEN:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        iters = self.sampler.num_steps()
-        self.train_set.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, start_step=start_iter)
-        sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
-        seen, hits, lr = 0, 0, lr_at_epoch(cfg, epoch + start_iter / iters)
-        start = time.time()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}", disable=not sys.stderr.isatty(),
-                   leave=False, initial=start_iter, total=iters)
-        timer = StepTimer()
-        for it, batch in enumerate(bar, start=start_iter):
-            timer.data_ready()
-            lr = lr_at_epoch(cfg, epoch + it / iters)
-            set_lr(self.optimizer, lr)
-            x = self.train_set.transform.normalizer(batch["inputs"], self.device)
-            y = batch["labels"].to(self.device, non_blocking=True)
-            with autocast_context(self.device, self.amp):
-                logits, feats = self.model(x)
-            loss, parts = reid_loss(logits, feats.float(), y, ce_weight=r.CE_WEIGHT, triplet_weight=r.TRIPLET_WEIGHT,
-                                    margin=r.TRIPLET_MARGIN, label_smoothing=cfg.MODEL.LABEL_SMOOTHING)
-            optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
-                              f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
-            n = y.shape[0]
-            timer.step_done()
-            sums["loss"] += loss.item() * n
-            sums["ce"] += parts["ce"] * n
-            sums["triplet"] += parts["triplet"] * n
-            hits += int((logits.detach().argmax(1) == y).sum())
-            seen += n
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}")
-            if (it + 1) % cfg.LOG_PERIOD == 0:
-                steps_left = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * iters + iters - it - 1
-                log_json_stats({"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
-                                "loss": loss.item(), **parts, "lr": lr, **timer.report(steps_left),
-                                **memory_stats(self.device)})
-                self.tb.add_scalars({"loss": loss.item(), **parts, "lr": lr}, epoch * iters + it, "train_iter")
-            period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
-            if period and (it + 1) % period == 0 and it + 1 < iters:
-                self.save(epoch, it + 1)
-        elapsed = time.time() - start
-        stats = {"_type": "train_epoch", "epoch": epoch + 1, "lr": lr, "clips": seen, "time_s": elapsed,
-                 "clips_per_s": seen / max(elapsed, 1e-9), "id_top1_acc": 100.0 * hits / max(seen, 1),
-                 **memory_stats(self.device)}
-        stats.update({k: v / max(seen, 1) for k, v in sums.items()})
-        return stats
-
-    def validate(self, epoch: int) -> dict:
-        cfg, state = self.cfg, self.state
-        res = evaluate_reid(self.model, self.data, cfg, self.device)
-        log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **scalar_summary(res)})
-        self.tb.add_scalars(scalar_summary(res), epoch + 1, "val")
-        if state.best is None or res["rank1"] > state.best:
-            state.best = res["rank1"]
-            atomic_torch_save({"epoch": epoch + 1, "model_state": self.model.state_dict(), "best_metric": state.best,
-                               "cfg": cfg.dump()}, os.path.join(cfg.OUTPUT_DIR, "checkpoints", "checkpoint_best.pyth"))
-        logger.info("epoch %d: %s on %d queries (best rank-1 %.2f%%)", epoch + 1,
-                    _metrics_line(res, cfg.REID.RANKS), res["num_queries"], state.best)
-        return res
-
-    def run(self) -> dict:
-        cfg, state = self.cfg, self.state
-        last, last_eval = {}, None
-        if state.epoch >= cfg.SOLVER.MAX_EPOCH:
-            logger.info("all %d epochs already done", cfg.SOLVER.MAX_EPOCH)
-        for epoch in range(state.epoch, cfg.SOLVER.MAX_EPOCH):
-            start_iter = state.iteration if epoch == state.epoch else 0
-            last = self.train_epoch(epoch, start_iter)
-            log_json_stats(last)
-            self.tb.add_scalars(last, epoch + 1, "train")
-            is_last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
-            if cfg.TRAIN.EVAL_PERIOD > 0 and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
-                last_eval = scalar_summary(self.validate(epoch))
-            if (cfg.TRAIN.CHECKPOINT_PERIOD and (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0) or is_last:
-                self.save(epoch + 1)
-        self.tb.close()
-        return {"last_epoch": last, "last_eval": last_eval, "best_rank1": state.best, "model": self.model}
-
-
 def train(cfg) -> dict:
-    """Train on REID.SPLIT_ID (or every split with -1); returns the last split's summary, and
-    with several splits {"splits": [...]}."""
-    _check_single_process()
-    ids = split_ids(cfg)
-    out = [ReIDTrainer(split_cfg(cfg, k)).run() for k in ids]
+    """Train on REID.SPLIT_ID (or every split with -1; one process or each process of a torchrun
+    launch) with the Trainer and :class:`vidnl.engine.tasks.ReIDTask`. Returns the last split's
+    {"last_epoch", "last_eval", "best_rank1", "model"}, and with several splits {"splits": [...]}."""
+    from .tasks import ReIDTask
+    from .train import Trainer
+
+    out = []
+    for k in split_ids(cfg):
+        c = split_cfg(cfg, k)
+        out.append(Trainer(c, ReIDTask(c)).run())
     return out[0] if len(out) == 1 else {"splits": out}
 
 
@@ -350,39 +218,46 @@ def _write_json(path: str, obj: dict) -> None:
 
 def test_split(cfg, split_id: int | None = None) -> dict:
     """Test one split's newest checkpoint (or TEST.CHECKPOINT_FILE_PATH); writes
-    OUTPUT_DIR/reid_results_test.json."""
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    setup_logging(cfg.OUTPUT_DIR)
+    OUTPUT_DIR/reid_results_test.json. Under torchrun every process embeds its shard of the
+    tracklets and gets the whole split's metrics; rank 0 writes and logs."""
+    init_distributed(use_cuda=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
+    rank, world, main = get_rank(), get_world_size(), is_main_process()
+    if main:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logging(cfg.OUTPUT_DIR if main else None, quiet=not main)
     seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
     device = get_device(cfg)
     data = build_reid_data(cfg, split_id)
-    _log_data(data)
+    log_data(data)
     model = build_reid_model(cfg, data.num_train_pids)
     path = _test_weights(cfg)
     logger.info("testing weights from %s", path)
     load_weights(model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
     model.to(device)
-    res = evaluate_reid(model, data, cfg, device)
+    res = evaluate_reid(model, data, cfg, device, rank, world)
     ranks = list(cfg.REID.RANKS)
     out = {"dataset": data.name, "split_id": data.split_id, "checkpoint": path, "distance": cfg.REID.DISTANCE,
            **scalar_summary(res), "cmc": [float(c) for c in res["cmc"]], "skipped_queries": res["skipped_queries"],
            "data": data.summary()}
     out["results_file"] = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
-    _write_json(out["results_file"], out)
-    log_json_stats({"_type": "test_reid", "dataset": data.name, "split_id": data.split_id, **scalar_summary(res)})
-    tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
-    tb.add_scalars(scalar_summary(res), 0, "test_reid")
-    tb.close()
-    logger.info("%s split %d: %s on %d queries (%d skipped: no match in the other cameras); results in %s", data.name,
-                data.split_id, _metrics_line(res, ranks), res["num_queries"], res["num_skipped_queries"],
-                out["results_file"])
+    if main:
+        _write_json(out["results_file"], out)
+        log_json_stats({"_type": "test_reid", "dataset": data.name, "split_id": data.split_id, "world_size": world,
+                        **scalar_summary(res)})
+        tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
+        tb.add_scalars(scalar_summary(res), 0, "test_reid")
+        tb.close()
+        logger.info("%s split %d: %s on %d queries (%d skipped: no match in the other cameras); results in %s",
+                    data.name, data.split_id, metrics_line(res, ranks), res["num_queries"],
+                    res["num_skipped_queries"], out["results_file"])
+    barrier()
     return out
 
 
 def test(cfg) -> dict:
-    """Test REID.SPLIT_ID, or every split and their mean with -1. Returns the metrics and a
-    "headline" such as "rank-1 85.20% mAP 78.10% on MARS (1980 queries)"."""
-    _check_single_process()
+    """Test REID.SPLIT_ID, or every split and their mean with -1 (one process or each process of
+    a torchrun launch). Returns the metrics and a "headline" such as
+    "rank-1 85.20% mAP 78.10% on MARS (1980 queries)"."""
     ids = split_ids(cfg)
     if len(ids) > 1 and cfg.TEST.CHECKPOINT_FILE_PATH:
         raise ConfigError("TEST.CHECKPOINT_FILE_PATH names one model, but REID.SPLIT_ID -1 tests every split with "
@@ -396,10 +271,12 @@ def test(cfg) -> dict:
     ranks = list(cfg.REID.RANKS)
     res = {"dataset": per_split[0]["dataset"], **average_results(per_split, ranks), "splits": per_split}
     res["results_file"] = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
-    _write_json(res["results_file"], res)
-    setup_logging(cfg.OUTPUT_DIR)
-    log_json_stats({"_type": "test_reid_mean", **scalar_summary(res)})
     res["headline"] = (f"rank-1 {res['rank1']:.2f}% mAP {res['mAP']:.2f}% on {res['dataset']} (mean of "
                        f"{len(per_split)} splits, {res['num_queries']} queries)")
-    logger.info("%s: %s", res["dataset"], res["headline"])
+    if is_main_process():
+        _write_json(res["results_file"], {k: v for k, v in res.items() if k != "headline"})
+        setup_logging(cfg.OUTPUT_DIR)
+        log_json_stats({"_type": "test_reid_mean", **scalar_summary(res)})
+        logger.info("%s: %s", res["dataset"], res["headline"])
+    barrier()
     return res

@@ -1,9 +1,12 @@
-"""The training loop: SGD/Adam(W) with a stateless LR schedule, optional AMP, periodic
-validation, atomic epoch and mid-epoch checkpoints, auto-resume, torchrun DDP.
+"""The one training loop of every task: SGD/Adam(W) with a stateless LR schedule, optional AMP,
+periodic validation, atomic epoch and mid-epoch checkpoints, auto-resume, json_stats and
+TensorBoard logging, split-invariant BN/dropout, torchrun DDP, TRAIN.COMPILE. What differs
+between video classification, MARS distillation and video re-ID (data, batches, loss,
+validation) comes from a :class:`vidnl.engine.tasks.Task`.
 
 Resume precedence (logged at start): a checkpoint of this run in OUTPUT_DIR/checkpoints
-(auto-resume, when TRAIN.AUTO_RESUME) wins over TRAIN.CHECKPOINT_FILE_PATH, which only
-initialises the weights of a new run.
+(auto-resume, when TRAIN.AUTO_RESUME) wins over TRAIN.CHECKPOINT_FILE_PATH (and the task's own
+initial weights such as REID.PRETRAINED), which only initialise the weights of a new run.
 
 Reproducibility: training clips depend only on (RNG_SEED, epoch, video index, retry), the order
 only on (RNG_SEED, epoch), the data loaders draw from their own generators, and checkpoints hold
@@ -22,33 +25,30 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.datasets import build_dataset, preflight_split
-from ..data.decoding import resolve_backend
-from ..data.loader import FailureLog, build_test_loader, build_train_loader
+from ..data.loader import FailureLog
 from ..config import ConfigError
 from ..errors import DatasetError
-from ..models import build_model
 from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, load_checkpoint_file, load_weights,
                          restore_run, save_checkpoint, unwrap)
-from .distributed import (GlobalBatchSampler, all_gather_objects, all_reduce_sum, barrier, broadcast_object,
-                          get_rank, get_world_size, init_distributed, is_main_process)
-from .evaluate import evaluate, metric_summary, summary
+from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_object, get_rank, get_world_size,
+                          init_distributed, is_main_process)
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .run_manifest import check_resume_config, write_manifest
 from .setup import autocast_context, get_device, seed_everything
 from .split_invariant import make_split_invariant, set_dropout_step
+from .tasks import Task, task_for
 
 logger = logging.getLogger(__name__)
 
 
-def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
-    """Apply auto-resume or TRAIN.CHECKPOINT_FILE_PATH. Rank 0 chooses the checkpoint and every
-    process loads that same file."""
+def _load_initial_state(cfg, model, optimizer, scaler, task: Task) -> RunState:
+    """Apply auto-resume, or initialise a new run (the task's own initial weights, e.g.
+    REID.PRETRAINED, then TRAIN.CHECKPOINT_FILE_PATH). Rank 0 chooses the checkpoint to resume
+    and every process loads that same file."""
     resume = None
     if cfg.TRAIN.AUTO_RESUME:
         found = find_resume_checkpoint(cfg.OUTPUT_DIR) if is_main_process() else None
@@ -57,9 +57,9 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
             resume = (path, found[1] if is_main_process() else load_checkpoint_file(path))
     if resume is not None:
         path, ckpt = resume
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            logger.info("auto-resume from %s wins over TRAIN.CHECKPOINT_FILE_PATH=%s (that file only "
-                        "initialises a new run)", path, cfg.TRAIN.CHECKPOINT_FILE_PATH)
+        named = [f"{k}={cfg_value(cfg, k)}" for k in task.init_keys if cfg_value(cfg, k)]
+        if named:
+            logger.info("auto-resume from %s wins over %s (they only initialise a new run)", path, ", ".join(named))
         check_resume_config(path, ckpt, cfg)
         return restore_run(path, ckpt, model, optimizer, scaler)
     if cfg.TRAIN.REQUIRE_CHECKPOINT_FILE and not cfg.TRAIN.CHECKPOINT_FILE_PATH:
@@ -67,6 +67,7 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
             "TRAIN.CHECKPOINT_FILE_PATH is empty, but this config fine-tunes pretrained weights "
             "(TRAIN.REQUIRE_CHECKPOINT_FILE True): set TRAIN.CHECKPOINT_FILE_PATH to the pretrained checkpoint "
             "(docs/pretrained.md), or TRAIN.REQUIRE_CHECKPOINT_FILE False to train from random weights.")
+    task.init_new_run(model)
     if cfg.TRAIN.CHECKPOINT_FILE_PATH:
         path = cfg.TRAIN.CHECKPOINT_FILE_PATH
         ckpt = load_checkpoint_file(path)
@@ -79,6 +80,14 @@ def _load_initial_state(cfg, model, optimizer, scaler) -> RunState:
     return RunState()
 
 
+def cfg_value(cfg, key: str):
+    """``cfg`` value of a dotted key such as ``"REID.PRETRAINED"``."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def set_train_mode(model: nn.Module, frozen_bn: bool) -> None:
     """model.train(), keeping BatchNorm layers in eval mode (running statistics) if frozen_bn."""
     model.train()
@@ -89,10 +98,11 @@ def set_train_mode(model: nn.Module, frozen_bn: bool) -> None:
 
 
 class Trainer:
-    """One training run (one process of it under torchrun)."""
+    """One training run (one process of it under torchrun) of ``task`` (default: ``task_for(cfg)``)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, task: Task | None = None):
         self.cfg = cfg
+        self.task = task = task if task is not None else task_for(cfg)
         init_distributed(use_cuda=cfg.NUM_GPUS > 0 and torch.cuda.is_available())
         self.rank, self.world, self.main = get_rank(), get_world_size(), is_main_process()
         if self.main:
@@ -106,7 +116,8 @@ class Trainer:
                            "to use them all", cfg.NUM_GPUS, cfg.NUM_GPUS)
         seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
         self.device = get_device(cfg)
-        model = build_model(cfg)
+        task.prepare()
+        model = task.build_model()
         sync_bn = "none"
         if cfg.BN.NORM_TYPE != "batchnorm" and self.world > 1 and not cfg.BN.FROZEN:
             sync_bn = "cuda" if self.device.type == "cuda" else "global"
@@ -117,7 +128,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.amp = cfg.TRAIN.MIXED_PRECISION
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
-        self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler)
+        self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler, task)
         if self.main:
             write_manifest(cfg, self.model)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -132,19 +143,8 @@ class Trainer:
             logger.info("torch.compile (backend %s): the first training step compiles the model",
                         cfg.TRAIN.COMPILE_BACKEND)
             self.model = torch.compile(self.model, backend=cfg.TRAIN.COMPILE_BACKEND)
-        self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
-        logger.info("video decoding: %s (DATA.DECODING_BACKEND %s)", resolve_backend(cfg.DATA.DECODING_BACKEND),
-                    cfg.DATA.DECODING_BACKEND)
-        if cfg.TEST.ENABLE:
-            preflight_split(cfg.TEST.DATASET, cfg, cfg.TEST.SPLIT)  # its CSV and labels, before any training
-        self.sampler = GlobalBatchSampler(len(self.train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, self.rank, self.world)
-        self.loader = build_train_loader(cfg, self.train_set, self.sampler)
-        self.val_loader = None
-        if cfg.TRAIN.EVAL_PERIOD > 0:
-            self.val_loader = build_test_loader(cfg, "val", single_view=True, rank=self.rank, world_size=self.world)
-        logger.info("training on %d videos (%d iterations/epoch, global batch %d = %d x %d), validating on %s",
-                    len(self.train_set), self.sampler.num_steps(), cfg.TRAIN.BATCH_SIZE, self.world,
-                    self.sampler.local, f"{len(self.val_loader.dataset)} videos" if self.val_loader else "nothing")
+        task.build_data(self.rank, self.world)
+        self.train_set, self.sampler, self.loader = task.train_set, task.sampler, task.loader
         self.failures = FailureLog()
         self.tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE and self.main)
 
@@ -159,46 +159,46 @@ class Trainer:
 
     # -- one epoch -------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, start_iter: int) -> dict:
-        cfg = self.cfg
+        """One epoch from iteration ``start_iter``. The logged loss, its parts and the training
+        top-1 are summed over every process's share of the global batches (weighted by clips)."""
+        cfg, task = self.cfg, self.task
         set_train_mode(self.model, cfg.BN.FROZEN)
-        iters = self.sampler.num_steps()
+        iters = task.num_steps()
         if iters == 0:
-            raise DatasetError(f"the training set ({len(self.train_set)} videos) gives no full batch of "
-                               f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE}")
-        self.train_set.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, start_step=start_iter)
-        loss_sum, seen, hits1, lr = 0.0, 0, 0, lr_at_epoch(cfg, epoch + start_iter / iters)
+            raise DatasetError(task.no_full_batch())
+        task.set_epoch(epoch, start_iter)
+        names = ("loss",) + task.loss_parts
+        epoch_sums = dict.fromkeys(names + ("hits", "clips"), 0.0)
+        period = dict.fromkeys(names + ("hits", "clips"), 0.0)
+        lr = lr_at_epoch(cfg, epoch + start_iter / iters)
         start = time.time()
-        period = {"loss": 0.0, "hits": 0, "clips": 0}
         timer = StepTimer()
         steps_left_after_epoch = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * iters
         bar = tqdm(total=iters, initial=start_iter, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCH}",
                    disable=not sys.stderr.isatty(), leave=False)
         for it, batch in enumerate(self.loader, start=start_iter):
             timer.data_ready()
-            self.failures.add(batch["failures"], batch.get("notes", ()))
-            self.check_bad_fraction()
+            if task.decodes_videos:
+                self.failures.add(batch["failures"], batch.get("notes", ()))
+                self.check_bad_fraction()
             lr = lr_at_epoch(cfg, epoch + it / iters)
             set_lr(self.optimizer, lr)
             set_dropout_step(self.model, epoch * iters + it)
-            x = self.train_set.normalizer(batch["inputs"], self.device)
-            y = batch["labels"].to(self.device, non_blocking=True)
+            inputs, y = task.inputs(batch, self.device)
             with autocast_context(self.device, self.amp):
-                if getattr(unwrap(self.model), "uses_flow", False):  # MARS: CE + α · distillation
-                    if "flow" not in batch:
-                        raise DatasetError("MODEL.ARCH mars trains with optical flow: set DATA.FLOW_DIR")
-                    logits, aux = self.forward(x, batch["flow"].to(self.device, non_blocking=True))
-                else:
-                    logits, aux = self.forward(x), 0.0
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.MODEL.LABEL_SMOOTHING) + aux
+                outputs = self.forward(*inputs)
+            loss, logits, parts = task.loss(outputs, y)
             optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
                               f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
             n, step_loss = y.shape[0], loss.item()
             hits = topk_correct(logits.detach().float(), y, (1,))[1]
             timer.step_done()
-            loss_sum, seen, hits1 = loss_sum + step_loss * n, seen + n, hits1 + hits
-            period["loss"], period["hits"], period["clips"] = (period["loss"] + step_loss * n,
-                                                               period["hits"] + hits, period["clips"] + n)
+            values = {"loss": step_loss, **parts}
+            for sums in (epoch_sums, period):
+                for k in names:
+                    sums[k] += values[k] * n
+                sums["hits"] += hits
+                sums["clips"] += n
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2g}")
             if (it + 1) % cfg.LOG_PERIOD == 0:
@@ -208,11 +208,17 @@ class Trainer:
                 self.save(epoch, it + 1)
         bar.close()
         elapsed = time.time() - start
-        loss_sum, seen, hits1 = all_reduce_sum([loss_sum, seen, hits1], self.device)  # every process's shard
-        top1 = 100.0 * hits1 / max(seen, 1)
-        return {"_type": "train_epoch", "epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "top1_acc": top1,
-                "top1_err": 100.0 - top1, "lr": lr, "clips": int(seen), "time_s": elapsed,
+        totals = self.reduce(epoch_sums)  # every process's shard
+        seen = totals["clips"]
+        top1 = 100.0 * totals["hits"] / max(seen, 1)
+        acc = task.acc_name
+        return {"_type": "train_epoch", "epoch": epoch + 1, **{k: totals[k] / max(seen, 1) for k in names},
+                f"{acc}_acc": top1, f"{acc}_err": 100.0 - top1, "lr": lr, "clips": int(seen), "time_s": elapsed,
                 "clips_per_s": seen / max(elapsed, 1e-9), **memory_stats(self.device)}
+
+    def reduce(self, sums: dict) -> dict:
+        """``sums`` summed over all processes (same keys, same order on every process)."""
+        return dict(zip(sums, all_reduce_sum(list(sums.values()), self.device)))
 
     def forward(self, *inputs):
         """The model's forward; if the compiled model fails on its first call, log why and go on
@@ -230,15 +236,20 @@ class Trainer:
         return out
 
     def log_period(self, period: dict, timing: dict, epoch: int, it: int, iters: int, lr: float) -> None:
-        """One ``train_iter`` json_stats line for the iterations since the last one: loss and
-        top-1 error over all processes, ``timing`` (StepTimer.report), memory. Resets ``period``."""
-        loss, hits, clips = all_reduce_sum([period["loss"], period["hits"], period["clips"]], self.device)
+        """One ``train_iter`` json_stats line for the iterations since the last one: the loss, its
+        parts and the top-1 error over all processes, ``timing`` (StepTimer.report), memory.
+        Resets ``period``."""
+        totals = self.reduce(period)
+        clips = max(totals["clips"], 1)
+        names = ("loss",) + self.task.loss_parts
         stats = {"_type": "train_iter", "epoch": epoch + 1, "iter": it + 1, "iters": iters,
-                 "loss": loss / max(clips, 1), "top1_err": 100.0 * (1 - hits / max(clips, 1)), "lr": lr,
-                 **timing, **memory_stats(self.device)}
+                 **{k: totals[k] / clips for k in names}, f"{self.task.acc_name}_err": 100.0 * (1 - totals["hits"] / clips),
+                 "lr": lr, **timing, **memory_stats(self.device)}
         log_json_stats(stats)
-        self.tb.add_scalars({"loss": stats["loss"], "lr": lr, "dt": timing["dt"]}, epoch * iters + it, "train_iter")
-        period.update(loss=0.0, hits=0, clips=0)
+        self.tb.add_scalars({**{k: stats[k] for k in names}, "lr": lr, "dt": timing["dt"]}, epoch * iters + it,
+                            "train_iter")
+        for k in period:
+            period[k] = 0.0
 
     def check_bad_fraction(self) -> None:
         limit = self.cfg.DATA_LOADER.MAX_BAD_FRACTION
@@ -253,40 +264,49 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train the remaining epochs; returns {"last_epoch": stats, "last_eval": the last
+        validation's scalars (or None), <task.best_key>: the best validation metric, "model"} and,
+        for video tasks, "decode_failures"."""
         cfg, state = self.cfg, self.state
         last_stats: dict = {}
+        last_eval = None
         if state.epoch >= cfg.SOLVER.MAX_EPOCH:
             logger.info("all %d epochs already done", cfg.SOLVER.MAX_EPOCH)
         for epoch in range(state.epoch, cfg.SOLVER.MAX_EPOCH):
             start_iter = state.iteration if epoch == state.epoch else 0
             stats = self.train_epoch(epoch, start_iter)
-            stats.update(self.failures.end_epoch(epoch + 1))
+            if self.task.decodes_videos:
+                stats.update(self.failures.end_epoch(epoch + 1))
             log_json_stats(stats)
             self.tb.add_scalars(stats, epoch + 1, "train")
             last_stats = stats
             is_last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
-            if self.val_loader is not None and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
-                self.validate(epoch)
+            if self.task.has_validation and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
+                last_eval = self.validate(epoch)
             if (cfg.TRAIN.CHECKPOINT_PERIOD and (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0) or is_last:
                 self.save(epoch + 1)
         self.tb.close()
-        failures = self.gather_failures()
-        return {"last_epoch": last_stats, "best_val_top1": state.best, "model": unwrap(self.model),
-                "decode_failures": failures}
+        out = {"last_epoch": last_stats, "last_eval": last_eval, self.task.best_key: state.best,
+               "model": unwrap(self.model)}
+        if self.task.decodes_videos:
+            out["decode_failures"] = self.gather_failures()
+        return out
 
-    def validate(self, epoch: int) -> None:
+    def validate(self, epoch: int) -> dict:
+        """The task's validation (every process takes part); rank 0 keeps checkpoint_best.pyth.
+        Returns the logged scalars."""
         cfg, state = self.cfg, self.state
-        with autocast_context(self.device, self.amp):
-            res = evaluate(self.eager_model, self.val_loader, self.device, clips_per_forward=cfg.TEST.BATCH_SIZE, desc="val")
-        log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **summary(res)})
-        self.tb.add_scalars(metric_summary(res), epoch + 1, "val")
-        if state.best is None or res["video_top1"] > state.best:
-            state.best = res["video_top1"]
+        res, metric, logged, scalars = self.task.validate(self.eager_model, self.device, self.amp)
+        log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **logged})
+        self.tb.add_scalars(scalars, epoch + 1, "val")
+        if state.best is None or metric > state.best:
+            state.best = metric
             if self.main:
                 atomic_torch_save({"epoch": epoch + 1, "model_state": unwrap(self.model).state_dict(),
                                    "best_metric": state.best, "cfg": cfg.dump()},
                                   os.path.join(cfg.OUTPUT_DIR, "checkpoints", "checkpoint_best.pyth"))
-        logger.info("epoch %d: val top-1 %.2f%% (best %.2f%%)", epoch + 1, res["video_top1"], state.best)
+        logger.info("%s", self.task.val_line(epoch, res, state.best))
+        return scalars
 
     def gather_failures(self) -> dict:
         merged: dict = {}
