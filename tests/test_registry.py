@@ -184,40 +184,44 @@ def test_every_block_builds_and_trains_with_default_options(block_type, shape):
         assert p.grad.abs().sum() > 0, name
 
 
-class GlobalMean(NonLocalBase):
-    """The example of docs/extending.md: A = 1/M everywhere. B×C×T×H×W -> same."""
-
-    def __init__(self, dim: int, dim_inner: int | None = None, *, center: bool = False,
-                 pool_size=None, mode: str = "spacetime", implementation: str = "auto", zero_init_final_bn: bool = True,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
-        super().__init__(dim, dim_inner, pool_size=pool_size, mode=mode, implementation=implementation,
-                         zero_init_final_bn=zero_init_final_bn, bn_eps=bn_eps, bn_momentum=bn_momentum, bias=bias,
-                         pool_at=pool_at, pool_ceil_mode=pool_ceil_mode)
-        self.center = center
-        self.g = B._conv(dim, self.dim_inner, self.bias)
-        self.out_proj = nn.ModuleList([B._conv(self.dim_inner, dim, self.bias)])
-
-    def residual(self, x):
-        g = B.to_nodes(self.on_keys(self.g, x), self.mode)
-        n = B.to_nodes(x[:, :1], self.mode).shape[1]
-        az = g.mean(dim=1, keepdim=True).expand(-1, n, -1)
-        if self.center:
-            az = az - B.to_nodes(self.g(x), self.mode)
-        shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
-        return self.out_proj[0](B.from_nodes(az, self.mode, shape))
-
-
 def test_a_new_block_is_one_registration(monkeypatch):
+    """The example of docs/extending.md, "A nonlocal block", registered in a copy of the registry."""
     reg = Registry("nonlocal block")
     for name in BLOCK_REGISTRY:
         reg.register(name, BLOCK_REGISTRY[name], **BLOCK_REGISTRY.metadata(name))
     monkeypatch.setattr(B, "BLOCK_REGISTRY", reg)
-    reg.register("mean")(GlobalMean)
+    from vidnl.nonlocal_blocks.blocks import _conv, _shared, from_nodes, to_nodes
+
+    @reg.register("mean")
+    class GlobalMean(NonLocalBase):
+        """Y = X + BN(W · (mean_j g(x_j) [− g(x_i)])): A = 1/M everywhere. B×C×T×H×W -> same."""
+
+        def __init__(self, dim: int, dim_inner: int | None = None, *, center: bool = False,
+                     pool_size=None, mode: str = "spacetime",
+                     implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
+                     bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
+                     pool_ceil_mode: bool = True):
+            super().__init__(dim, dim_inner, **_shared(locals()))
+            self.center = center
+            self.g = _conv(dim, self.dim_inner, self.bias)
+            self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
+
+        def residual(self, x):
+            g = to_nodes(self.on_keys(self.g, x), self.mode)
+            n = to_nodes(x[:, :1], self.mode).shape[1]
+            az = g.mean(dim=1, keepdim=True).expand(-1, n, -1)
+            if self.center:
+                az = az - to_nodes(self.g(x), self.mode)
+            shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
+            return self.out_proj[0](from_nodes(az, self.mode, shape))
+
+    assert "mean" in list_blocks() and block_options("mean", shared=False) == {"center": False}
     assert TYPE_OPTIONS["mean"] == {"center"} and "center" in B.OPTIONAL
     block = build_nonlocal_block("mean", 16, center=True, mode="space", pool_size=[1, 2, 2])
     assert isinstance(block, GlobalMean) and block.center and block.pool_kernel == (1, 2, 2)
-    assert block(torch.randn(2, 16, 2, 4, 4)).shape == (2, 16, 2, 4, 4)
+    assert block.dim_inner == 8
+    x = torch.randn(2, 16, 2, 4, 4)
+    assert torch.equal(block(x), x)  # the identity at start
     with pytest.raises(ValueError, match=r"'nl' does not take option 'center' \(got True\)"):
         build_nonlocal_block("nl", 16, center=True)
     with pytest.raises(ValueError, match=r"'mean' does not take option 'kernel'.*it takes \['center'\]"):
