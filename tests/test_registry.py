@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import os
 import pydoc
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -196,8 +197,9 @@ def test_a_new_block_is_one_registration(monkeypatch):
     class GlobalMean(NonLocalBase):
         """Y = X + BN(W · (mean_j g(x_j) [− g(x_i)])): A = 1/M everywhere. B×C×T×H×W -> same."""
 
-        def __init__(self, dim: int, dim_inner: int | None = None, *, center: bool = False,
-                     pool_size=None, mode: str = "spacetime",
+        def __init__(self, dim: int, dim_inner: int | None = None, *,
+                     center: bool = False,
+                     pool_size: Sequence[int] | None = None, mode: str = "spacetime",
                      implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
                      bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
                      pool_ceil_mode: bool = True):

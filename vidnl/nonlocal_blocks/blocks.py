@@ -115,10 +115,10 @@ class NonLocalBase(nn.Module):
     supports_pool = True
     supported_modes = MODES
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__()
         name = type(self).__name__
         if mode not in self.supported_modes:
@@ -209,11 +209,11 @@ class PairwiseBlock(NonLocalBase):
     ``softmax_scale`` multiplies the logits of the exponential kernels by Cs^-½ (the released NL
     code, "use_scale"); it has no effect on the other kernels."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, kernel: str = "embedded_gaussian",
-                 norm: str | None = None, softmax_scale: bool = False, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, **_shared(locals()))
         self.softmax_scale = softmax_scale
         self.kernel = kernel
@@ -277,11 +277,11 @@ class NL(PairwiseBlock):
     Gaussian (default; softmax via fused attention), Gaussian, dot product and concatenation
     (both 1/N), relu_dot."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, kernel: str = "embedded_gaussian",
-                 norm: str | None = None, softmax_scale: bool = False, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, kernel=kernel, norm=norm, softmax_scale=softmax_scale, **_shared(locals()))
         self.g = _conv(dim, self.dim_inner, self.bias)
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
@@ -304,11 +304,11 @@ class SNL(PairwiseBlock):
     variant of the official code, Z W1 − A Z W2). ``output_activation`` "relu" gives
     Y = X + relu(BN(F)) (the official code); "none" gives Y = X + BN(F) (Zhu et al. 2021, Eq. 5)."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, kernel: str = "relu_dot", norm: str | None = None,
-                 output_activation: str = "none", a_sign: int = 1, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "relu_dot", norm: str | None = None, output_activation: str = "none", a_sign: int = 1,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, kernel=kernel, norm=norm, **_shared(locals()))
         self._make_filter(2, output_activation, a_sign)
 
@@ -364,11 +364,12 @@ def _negated(op: NF.Operator) -> NF.Operator:
 class GSNL(SNL):
     """gSNL: SNL with the K-term Chebyshev filter, K = ``order`` (default 3; None or 0: the default)."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, order: int | None = 3, kernel: str = "relu_dot",
-                 norm: str | None = None, output_activation: str = "none", a_sign: int = 1, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 order: int | None = 3, kernel: str = "relu_dot", norm: str | None = None,
+                 output_activation: str = "none", a_sign: int = 1,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         # SNL.__init__ fixes K = 2: build the pairwise part, then the K-term filter
         PairwiseBlock.__init__(self, dim, dim_inner, kernel=kernel, norm=norm, **_shared(locals()))
         self._make_filter(order or self.option_default("order"), output_activation, a_sign)
@@ -380,11 +381,12 @@ class NS(PairwiseBlock):
     the input is computed once and shared by ``num_stages`` diffusion steps
     X_s = X_{s−1} + BN_s(−Z_s W_s + A Z_s W_s), Z_s = g_s(X_{s−1})."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, kernel: str = "embedded_gaussian",
-                 norm: str | None = None, num_stages: int = 1, softmax_scale: bool = False, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, num_stages: int = 1,
+                 softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, kernel=kernel, norm=norm, softmax_scale=softmax_scale, **_shared(locals()))
         if num_stages < 1:
             raise ValueError(f"NS: num_stages must be >= 1, got {num_stages}")
@@ -412,10 +414,11 @@ class A2(NonLocalBase):
     M = softmax_desc(X W_v) softmax_pos(X W_b)ᵀ): gather ``num_descriptors`` global descriptors
     with attention maps over positions, distribute them with per-position attention."""
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, num_descriptors: int | None = None, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 num_descriptors: int | None = None,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, **_shared(locals()))
         self.num_descriptors = num_descriptors or self.dim_inner
         self.g = _conv(dim, self.dim_inner, self.bias)  # features Z (seed: A)
@@ -453,11 +456,12 @@ class CGNL(NonLocalBase):
     KERNELS = ("dot", "embedded_gaussian", "gaussian")
     NORM_LAYERS = ("batch", "group")
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, kernel: str = "dot", order: int | None = None,
-                 groups: int = 1, gamma: float = 1e-4, beta: str = "exact", norm_layer: str = "batch", pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "dot", order: int | None = None, groups: int = 1, gamma: float = 1e-4,
+                 beta: str = "exact", norm_layer: str = "batch",
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         inner = inner_channels(dim, dim_inner)
         if groups < 1 or inner % groups or dim % groups:
             raise ValueError(f"CGNL: groups={groups} must divide the inner channels {inner} and the channels {dim}")
@@ -540,10 +544,11 @@ class CC(NonLocalBase):
     supports_pool = False
     supported_modes = ("spacetime",)
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, recurrence: int = 2, pool_size: Sequence[int] | None = None, mode: str = "spacetime",
-                 implementation: str = "auto", zero_init_final_bn: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 recurrence: int = 2,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__(dim, dim_inner, **_shared(locals()))
         if recurrence < 1:
             raise ValueError(f"CC: recurrence must be >= 1, got {recurrence}")
