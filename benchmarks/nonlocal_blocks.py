@@ -50,6 +50,8 @@ from datetime import date
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from vidnl.nonlocal_blocks import list_blocks  # noqa: E402
+
 SIZES = {  # name: (C, Cs, T, H, W)
     "res2": (256, 128, 8, 56, 56),
     "res3": (512, 256, 8, 28, 28),
@@ -57,7 +59,7 @@ SIZES = {  # name: (C, Cs, T, H, W)
     "res4_t4": (1024, 512, 4, 14, 14),
     "tiny": (16, 8, 2, 6, 6),  # smoke tests only
 }
-BLOCK_TYPES = ["nl", "snl", "gsnl", "ns", "a2", "cgnl", "cc"]
+BLOCK_TYPES = list(list_blocks())  # every registered block type
 # The "crossover" table: SNL linear vs dense where dense needs r times the linear form's
 # multiply-adds (r ≈ N / (2·Cs)), to place the thresholds of `implementation: auto`.
 CROSSOVER_RATIOS = [1, 1.5, 2, 3, 4, 6, 8, 12]

@@ -69,6 +69,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from vidnl.errors import VidnlUserError  # noqa: E402
+from vidnl.nonlocal_blocks import list_blocks  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # geometry and tasks
@@ -78,7 +79,7 @@ SIZE = 5  # object side
 DIST = 28  # horizontal distance between the two objects' left edges (gap between them: DIST - SIZE)
 VIDEO_FRAMES = 4
 TASKS = ("texture", "motion", "control")
-BLOCKS = ("none", "nl", "snl", "gsnl", "cgnl", "a2", "cc", "ns")
+BLOCKS = ("none",) + list_blocks()  # no block, then every registered block type
 RELATION_BLIND_BOUND = {"texture": "≈54 % (Gaussian g)", "motion": "75 %", "control": "100 %"}
 
 

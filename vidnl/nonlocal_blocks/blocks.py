@@ -24,16 +24,28 @@ argument, and ``STYLES`` names the two sets (docs/nonlocal.md, "Paper and offici
 ("projection": max-pool φ(x) and g(x), the text of Wang et al. 2018 (NL); "input": max-pool x
 before φ and g, the released NL code), ``pool_ceil_mode``, SNL's ``output_activation`` and
 ``a_sign``, and CGNL's ``gamma``, ``beta`` and ``norm_layer``.
+
+Blocks are registered by name in ``BLOCK_REGISTRY`` (``@BLOCK_REGISTRY.register("nl")``). Every
+constructor lists all its options as keyword-only parameters (the shared ones of
+:class:`NonLocalBase` included), so ``inspect.signature`` / ``help`` show them, and the options a
+type takes from the config (``TYPE_OPTIONS``) and their defaults (:func:`block_options`) are read
+from the signatures; the ``official`` style's options are the registry metadata ``official``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from collections.abc import Mapping
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 
+from ..registry import Registry
 from . import functional as NF
+
+# name -> block class; metadata "official": the constructor arguments of NONLOCAL.STYLE official.
+BLOCK_REGISTRY = Registry("nonlocal block")
 
 MODES = ("spacetime", "space", "time")
 IMPLEMENTATIONS = ("auto", "fast", "dense")
@@ -79,6 +91,14 @@ def _conv(cin: int, cout: int, bias: bool, groups: int = 1) -> nn.Conv3d:
     return nn.Conv3d(cin, cout, 1, bias=bias, groups=groups)
 
 
+def inner_channels(dim: int, dim_inner: int | None = None, ratio: float = 0.5) -> int:
+    """The inner width Cs of a block on ``dim`` channels: ``dim_inner`` when given (non-zero),
+    else ``round(dim · ratio)``, at least 1 (NONLOCAL.INNER_CHANNELS / INNER_RATIO)."""
+    if dim_inner:
+        return int(dim_inner)
+    return max(1, int(round(dim * ratio)))
+
+
 DEFAULT_NORM = {"embedded_gaussian": "softmax", "gaussian": "softmax", "dot": "mean", "relu_dot": "mean",
                 "concatenation": "mean"}
 
@@ -95,10 +115,10 @@ class NonLocalBase(nn.Module):
     supports_pool = True
     supported_modes = MODES
 
-    def __init__(self, dim: int, dim_inner: int | None = None, *, pool_size: Sequence[int] | None = None,
-                 mode: str = "spacetime", implementation: str = "auto", zero_init_final_bn: bool = True,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False, pool_at: str = "projection",
-                 pool_ceil_mode: bool = True):
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
         super().__init__()
         name = type(self).__name__
         if mode not in self.supported_modes:
@@ -117,13 +137,18 @@ class NonLocalBase(nn.Module):
         if kernel != (1, 1, 1) and not self.supports_pool:
             raise ValueError(f"{name} does not support subsampling (pool_size={tuple(pool_size)}); use none")
         self.dim = dim
-        self.dim_inner = dim_inner or max(1, dim // 2)
+        self.dim_inner = inner_channels(dim, dim_inner)
         self.mode, self.implementation, self.bias = mode, implementation, bias
         self.pool_kernel, self.pool_at = kernel, pool_at
         self.pool = nn.MaxPool3d(kernel, stride=kernel, ceil_mode=pool_ceil_mode) if kernel != (1, 1, 1) else None
         self.zero_init_final_bn = zero_init_final_bn
         self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
         self.bn = self.make_norm()
+
+    @classmethod
+    def option_default(cls, name: str):
+        """The default of constructor option ``name`` (from the signature)."""
+        return inspect.signature(cls).parameters[name].default
 
     def make_norm(self) -> nn.Module:
         bn = nn.BatchNorm3d(self.dim, eps=self.bn_eps, momentum=self.bn_momentum)
@@ -176,18 +201,28 @@ class NonLocalBase(nn.Module):
                 f"implementation={self.implementation}")
 
 
+# The options every block takes (NonLocalBase's keyword-only parameters).
+SHARED_OPTIONS = tuple(n for n, p in inspect.signature(NonLocalBase).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def _shared(arguments: dict) -> dict:
+    """The shared options out of a constructor's ``locals()``, to pass on to ``NonLocalBase``."""
+    return {name: arguments[name] for name in SHARED_OPTIONS}
+
+
 class PairwiseBlock(NonLocalBase):
     """Blocks whose affinity is a pairwise kernel of θ(X) and φ(X): NL, NS, SNL, gSNL.
     ``softmax_scale`` multiplies the logits of the exponential kernels by Cs^-½ (the released NL
     code, "use_scale"); it has no effect on the other kernels."""
 
-    default_kernel = "embedded_gaussian"
-
-    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, norm: str | None = None,
-                 softmax_scale: bool = False, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, **_shared(locals()))
         self.softmax_scale = softmax_scale
-        self.kernel = kernel or self.default_kernel
+        self.kernel = kernel
         self.norm = norm or self.default_norm(self.kernel)
         try:
             NF.check_kernel_norm(self.kernel, self.norm)
@@ -244,13 +279,18 @@ class PairwiseBlock(NonLocalBase):
         return w[: self.dim_inner], w[self.dim_inner:]
 
 
+@BLOCK_REGISTRY.register("nl", official=dict(bias=True, softmax_scale=True, pool_at="input", pool_ceil_mode=False))
 class NL(PairwiseBlock):
     """Nonlocal block of Wang et al. 2018 (NL): Y = X + BN(W_z · A g(X)). Kernels: embedded
     Gaussian (default; softmax via fused attention), Gaussian, dot product and concatenation
     (both 1/N), relu_dot."""
 
-    def __init__(self, dim, dim_inner=None, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, kernel=kernel, norm=norm, softmax_scale=softmax_scale, **_shared(locals()))
         self.g = _conv(dim, self.dim_inner, self.bias)
         self.out_proj = nn.ModuleList([_conv(self.dim_inner, dim, self.bias)])
 
@@ -263,6 +303,7 @@ class NL(PairwiseBlock):
         return self.out_proj[0](az)
 
 
+@BLOCK_REGISTRY.register("snl", official=dict(output_activation="relu"))
 class SNL(PairwiseBlock):
     """Spectral nonlocal block (Zhu et al. 2021, Eq. 5), and with ``order`` K > 2 the Chebyshev gSNL:
     F = Σ_{k<K} T_k(A) Z W_{k+1}, T_0 = I, T_1 = A, T_k = 2 A T_{k−1} − T_{k−2}. Default affinity:
@@ -272,19 +313,24 @@ class SNL(PairwiseBlock):
     variant of the official code, Z W1 − A Z W2). ``output_activation`` "relu" gives
     Y = X + relu(BN(F)) (the official code); "none" gives Y = X + BN(F) (Zhu et al. 2021, Eq. 5)."""
 
-    default_kernel = "relu_dot"
-    default_order = 2
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "relu_dot", norm: str | None = None, output_activation: str = "none", a_sign: int = 1,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, kernel=kernel, norm=norm, **_shared(locals()))
+        self._make_filter(2, output_activation, a_sign)
 
-    def __init__(self, dim, dim_inner=None, *, order: int | None = None, output_activation: str = "none",
-                 a_sign: int = 1, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def _make_filter(self, order: int, output_activation: str, a_sign: int) -> None:
+        """Check the filter options and build g and the ``order`` output projections W_1..W_K."""
+        dim = self.dim
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"{type(self).__name__}: output_activation must be one of {OUTPUT_ACTIVATIONS}, "
                              f"got {output_activation!r}")
         if a_sign not in (1, -1):
             raise ValueError(f"{type(self).__name__}: a_sign must be 1 or -1, got {a_sign!r}")
         self.output_activation, self.a_sign = output_activation, a_sign
-        self.order = order or self.default_order
+        self.order = order
         if self.order < 1:
             raise ValueError(f"{type(self).__name__}: order must be >= 1, got {self.order}")
         if self.order > 2 and self.subsampled:
@@ -324,19 +370,34 @@ def _negated(op: NF.Operator) -> NF.Operator:
     return lambda v: -op(v)
 
 
+@BLOCK_REGISTRY.register("gsnl", official=dict(output_activation="relu"))
 class GSNL(SNL):
-    """gSNL: SNL with the K-term Chebyshev filter (default K = 3)."""
+    """gSNL: SNL with the K-term Chebyshev filter, K = ``order`` (default 3; None or 0: the default)."""
 
-    default_order = 3
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 order: int | None = 3, kernel: str = "relu_dot", norm: str | None = None,
+                 output_activation: str = "none", a_sign: int = 1,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        # SNL.__init__ fixes K = 2: build the pairwise part, then the K-term filter
+        PairwiseBlock.__init__(self, dim, dim_inner, kernel=kernel, norm=norm, **_shared(locals()))
+        self._make_filter(order or self.option_default("order"), output_activation, a_sign)
 
 
+@BLOCK_REGISTRY.register("ns")
 class NS(PairwiseBlock):
     """Nonlocal stage (Tao et al. 2018; Zhu et al. 2021, Table 1): the random-walk (softmax) affinity of
     the input is computed once and shared by ``num_stages`` diffusion steps
     X_s = X_{s−1} + BN_s(−Z_s W_s + A Z_s W_s), Z_s = g_s(X_{s−1})."""
 
-    def __init__(self, dim, dim_inner=None, *, num_stages: int = 1, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "embedded_gaussian", norm: str | None = None, num_stages: int = 1,
+                 softmax_scale: bool = False,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, kernel=kernel, norm=norm, softmax_scale=softmax_scale, **_shared(locals()))
         if num_stages < 1:
             raise ValueError(f"NS: num_stages must be >= 1, got {num_stages}")
         self.num_stages = num_stages
@@ -357,13 +418,18 @@ class NS(PairwiseBlock):
         return x
 
 
+@BLOCK_REGISTRY.register("a2")
 class A2(NonLocalBase):
     """Double attention block (Chen et al. 2018; Zhu et al. 2021, Table 1: F = M Z W with
     M = softmax_desc(X W_v) softmax_pos(X W_b)ᵀ): gather ``num_descriptors`` global descriptors
     with attention maps over positions, distribute them with per-position attention."""
 
-    def __init__(self, dim, dim_inner=None, *, num_descriptors: int | None = None, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 num_descriptors: int | None = None,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, **_shared(locals()))
         self.num_descriptors = num_descriptors or self.dim_inner
         self.g = _conv(dim, self.dim_inner, self.bias)  # features Z (seed: A)
         self.gather = _conv(dim, self.num_descriptors, self.bias)  # attention maps (seed: B)
@@ -380,18 +446,15 @@ class A2(NonLocalBase):
         shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
         return self.out_proj[0](from_nodes(out, self.mode, shape))
 
-
-def _a2_row(self: "A2", x: torch.Tensor, query: int) -> torch.Tensor:
-    """Row ``query`` of A2's M = softmax_desc(V) softmax_pos(B)ᵀ: G×M."""
-    x = _as_5d(x)
-    gl = to_nodes(self.on_keys(self.gather, x), self.mode)
-    dl = to_nodes(self.distribute(x), self.mode)
-    return (torch.softmax(dl[:, query:query + 1], -1) @ torch.softmax(gl, -2).transpose(-1, -2))[:, 0]
-
-
-A2.affinity_row = _a2_row
+    def affinity_row(self, x: torch.Tensor, query: int) -> torch.Tensor:
+        """Row ``query`` of A2's M = softmax_desc(V) softmax_pos(B)ᵀ: G×M."""
+        x = _as_5d(x)
+        gl = to_nodes(self.on_keys(self.gather, x), self.mode)
+        dl = to_nodes(self.distribute(x), self.mode)
+        return (torch.softmax(dl[:, query:query + 1], -1) @ torch.softmax(gl, -2).transpose(-1, -2))[:, 0]
 
 
+@BLOCK_REGISTRY.register("cgnl", official=dict(gamma=1e-4, beta="constant", norm_layer="group"))
 class CGNL(NonLocalBase):
     """Compact generalised nonlocal block (Yue et al. 2018): within each of ``groups`` channel
     groups, every (position, channel) pair is a node; f is the dot product or the Taylor expansion
@@ -404,9 +467,13 @@ class CGNL(NonLocalBase):
     KERNELS = ("dot", "embedded_gaussian", "gaussian")
     NORM_LAYERS = ("batch", "group")
 
-    def __init__(self, dim, dim_inner=None, *, kernel: str | None = None, order: int | None = None,
-                 groups: int = 1, gamma: float = 1e-4, beta: str = "exact", norm_layer: str = "batch", **kw):
-        inner = dim_inner or max(1, dim // 2)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 kernel: str = "dot", order: int | None = None, groups: int = 1, gamma: float = 1e-4,
+                 beta: str = "exact", norm_layer: str = "batch",
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        inner = inner_channels(dim, dim_inner)
         if groups < 1 or inner % groups or dim % groups:
             raise ValueError(f"CGNL: groups={groups} must divide the inner channels {inner} and the channels {dim}")
         if norm_layer not in self.NORM_LAYERS:
@@ -416,8 +483,8 @@ class CGNL(NonLocalBase):
         if not gamma > 0:
             raise ValueError(f"CGNL: gamma must be > 0, got {gamma!r}")
         self.groups, self.norm_layer = groups, norm_layer
-        super().__init__(dim, dim_inner, **kw)
-        self.kernel = kernel or "dot"
+        super().__init__(dim, dim_inner, **_shared(locals()))
+        self.kernel = kernel
         if self.kernel not in self.KERNELS:
             raise ValueError(f"CGNL: kernel must be one of {self.KERNELS}, got {self.kernel!r}")
         self.order = 1 if self.kernel == "dot" else (order if order is not None else 3)
@@ -479,6 +546,7 @@ class CGNL(NonLocalBase):
         return torch.einsum("gkp,gmkp->gm", tq, summed(self.on_keys(self.phi, x)))
 
 
+@BLOCK_REGISTRY.register("cc")
 class CC(NonLocalBase):
     """Criss-cross attention (Huang et al. 2019; Zhu et al. 2021, Table 1): each position attends to its
     row and column (and, in 3D, its time line) with one softmax; applied ``recurrence`` times
@@ -488,8 +556,12 @@ class CC(NonLocalBase):
     supports_pool = False
     supported_modes = ("spacetime",)
 
-    def __init__(self, dim, dim_inner=None, *, recurrence: int = 2, **kw):
-        super().__init__(dim, dim_inner, **kw)
+    def __init__(self, dim: int, dim_inner: int | None = None, *,
+                 recurrence: int = 2,
+                 pool_size: Sequence[int] | None = None, mode: str = "spacetime", implementation: str = "auto",
+                 zero_init_final_bn: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1, bias: bool = False,
+                 pool_at: str = "projection", pool_ceil_mode: bool = True):
+        super().__init__(dim, dim_inner, **_shared(locals()))
         if recurrence < 1:
             raise ValueError(f"CC: recurrence must be >= 1, got {recurrence}")
         self.recurrence = recurrence
@@ -519,33 +591,74 @@ class CC(NonLocalBase):
         return torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
 
 
-BLOCK_TYPES = {"nl": NL, "ns": NS, "a2": A2, "cgnl": CGNL, "cc": CC, "snl": SNL, "gsnl": GSNL}
+def _keyword_options(cls: type) -> dict:
+    """name -> default of the keyword-only parameters of ``cls``'s constructor."""
+    return {n: p.default for n, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def block_options(block_type: str, shared: bool = True) -> dict:
+    """name -> default of every option ``block_type``'s constructor takes (from its signature);
+    without ``shared``, only the type's own options (``TYPE_OPTIONS[block_type]``)."""
+    options = _keyword_options(BLOCK_REGISTRY[block_type])
+    return options if shared else {k: v for k, v in options.items() if k not in SHARED_OPTIONS}
+
+
+def list_blocks() -> tuple[str, ...]:
+    """The registered block types, in registration order."""
+    return BLOCK_REGISTRY.names()
+
+
+class _TypeOptions(Mapping):
+    """block type -> frozenset of the options it takes beyond the shared ones, read from the
+    constructors' signatures (so a block registered later is included)."""
+
+    def __getitem__(self, block_type: str) -> frozenset:
+        if block_type not in BLOCK_REGISTRY:
+            raise KeyError(block_type)
+        return frozenset(block_options(block_type, shared=False))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BLOCK_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(BLOCK_REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr({k: sorted(v) for k, v in self.items()})
+
 
 # Which optional arguments each block type takes (others must be left at their defaults).
-TYPE_OPTIONS = {
-    "nl": {"kernel", "norm", "softmax_scale"},
-    "ns": {"kernel", "norm", "num_stages", "softmax_scale"},
-    "a2": {"num_descriptors"},
-    "cgnl": {"kernel", "order", "groups", "gamma", "beta", "norm_layer"},
-    "cc": {"recurrence"},
-    "snl": {"kernel", "norm", "output_activation", "a_sign"},
-    "gsnl": {"kernel", "norm", "order", "output_activation", "a_sign"},
-}
-OPTIONAL = set().union(*TYPE_OPTIONS.values())
+TYPE_OPTIONS = _TypeOptions()
+# The block types by name (the registry itself: a read-only mapping), kept for older code.
+BLOCK_TYPES = BLOCK_REGISTRY
+
+
+def optional_options() -> set:
+    """Every option some block type takes beyond the shared ones."""
+    return set().union(*TYPE_OPTIONS.values())
+
 
 # Named sets of the options where the papers' text and the released code differ (docs/nonlocal.md).
 # "paper": the formulas as the papers write them (the constructors' defaults). "official": the
-# released code whose checkpoints exist: NL as in the Caffe2 release, PySlowFast and pytorchvideo
-# (biases, Cs^-½ softmax scale, max-pool of the block input before φ and g, floor pooling); SNL /
-# gSNL as in the official SNL code (ReLU after the output BN); CGNL as in the official CGNL code
-# (RBF β = e^{-2γ}, γ = 1e-4, GroupNorm).
+# released code whose checkpoints exist (the registry metadata "official"): NL as in the Caffe2
+# release, PySlowFast and pytorchvideo (biases, Cs^-½ softmax scale, max-pool of the block input
+# before φ and g, floor pooling); SNL / gSNL as in the official SNL code (ReLU after the output
+# BN); CGNL as in the official CGNL code (RBF β = e^{-2γ}, γ = 1e-4, GroupNorm).
 STYLES = ("paper", "official")
-OFFICIAL_OPTIONS = {
-    "nl": dict(bias=True, softmax_scale=True, pool_at="input", pool_ceil_mode=False),
-    "snl": dict(output_activation="relu"),
-    "gsnl": dict(output_activation="relu"),
-    "cgnl": dict(gamma=1e-4, beta="constant", norm_layer="group"),
-}
+
+
+def official_options() -> dict:
+    """block type -> the constructor arguments of style "official" (types that have it)."""
+    return {name: dict(BLOCK_REGISTRY.metadata(name)["official"]) for name in BLOCK_REGISTRY
+            if "official" in BLOCK_REGISTRY.metadata(name)}
+
+
+def __getattr__(name: str):  # module attributes computed from the registry when read
+    if name == "OPTIONAL":
+        return optional_options()
+    if name == "OFFICIAL_OPTIONS":
+        return official_options()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def style_options(block_type: str, style: str) -> dict:
@@ -554,21 +667,26 @@ def style_options(block_type: str, style: str) -> dict:
         raise ValueError(f"nonlocal style must be one of {STYLES}, got {style!r}")
     if style == "paper":
         return {}
-    if block_type not in OFFICIAL_OPTIONS:
+    official = official_options()
+    if block_type not in official:
         raise ValueError(f"nonlocal type {block_type!r} has no official code to follow; style 'official' is "
-                         f"defined for {sorted(OFFICIAL_OPTIONS)} (use style 'paper')")
-    return dict(OFFICIAL_OPTIONS[block_type])
+                         f"defined for {sorted(official)} (use style 'paper')")
+    return official[block_type]
 
 
 def build_nonlocal_block(block_type: str, dim: int, *, style: str = "paper", **kwargs) -> NonLocalBase:
     """Construct a block by name with plain arguments: ``style``'s options (``STYLES``), then
     ``kwargs`` (None leaves an option to the style or the type's default). Options the type
     does not take raise ValueError naming both."""
-    if block_type not in BLOCK_TYPES:
-        raise ValueError(f"unknown nonlocal block type {block_type!r}; choose one of {sorted(BLOCK_TYPES)}")
+    if block_type not in BLOCK_REGISTRY:
+        raise ValueError(f"unknown nonlocal block type {block_type!r}; choose one of {sorted(BLOCK_REGISTRY)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    for key in OPTIONAL & set(kwargs):
-        if key not in TYPE_OPTIONS[block_type]:
+    takes = TYPE_OPTIONS[block_type]
+    for key in optional_options() & set(kwargs):
+        if key not in takes:
             raise ValueError(f"nonlocal type {block_type!r} does not take option {key!r} (got {kwargs[key]!r}); "
-                             f"it takes {sorted(TYPE_OPTIONS[block_type]) or 'none'}")
-    return BLOCK_TYPES[block_type](dim, **{**style_options(block_type, style), **kwargs})
+                             f"it takes {sorted(takes) or 'none'}")
+    return BLOCK_REGISTRY[block_type](dim, **{**style_options(block_type, style), **kwargs})
+
+
+create_block = build_nonlocal_block

@@ -1,28 +1,37 @@
-"""Datasets by name (TRAIN.DATASET / TEST.DATASET)."""
+"""Datasets by name (TRAIN.DATASET / TEST.DATASET): ``DATASET_REGISTRY`` maps a name to a class
+with ``from_cfg(cfg, split, single_view=False)``. Re-ID datasets (REID.DATASET) are in
+``reid.REID_DATASET_REGISTRY``."""
 
+from ...registry import Registry
 from .video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_csv
 
-DATASET_REGISTRY = {"csv": VideoCSVDataset}
+DATASET_REGISTRY = Registry("dataset")
+DATASET_REGISTRY.register("csv", VideoCSVDataset)
 
 # Real datasets (docs/datasets.md): videos ...
 from .kinetics import KineticsDataset  # noqa: E402
 from .ucf101 import UCF101Dataset  # noqa: E402
 
-DATASET_REGISTRY["ucf101"] = UCF101Dataset
-DATASET_REGISTRY["kinetics"] = KineticsDataset
+DATASET_REGISTRY.register("ucf101", UCF101Dataset)
+DATASET_REGISTRY.register("kinetics", KineticsDataset)
 # ... and images as one-frame clips.
 from .images import CIFAR10Dataset, CIFAR100Dataset, CUB200Dataset, ImageFolderDataset  # noqa: E402
 
-DATASET_REGISTRY["cifar10"] = CIFAR10Dataset
-DATASET_REGISTRY["cifar100"] = CIFAR100Dataset
-DATASET_REGISTRY["cub200"] = CUB200Dataset
-DATASET_REGISTRY["imagefolder"] = ImageFolderDataset
+DATASET_REGISTRY.register("cifar10", CIFAR10Dataset)
+DATASET_REGISTRY.register("cifar100", CIFAR100Dataset)
+DATASET_REGISTRY.register("cub200", CUB200Dataset)
+DATASET_REGISTRY.register("imagefolder", ImageFolderDataset)
+
+
+def list_datasets() -> tuple[str, ...]:
+    """The registered TRAIN.DATASET / TEST.DATASET names, in registration order."""
+    return DATASET_REGISTRY.names()
 
 
 def build_dataset(name: str, cfg, split: str, single_view: bool = False):
-    if name not in DATASET_REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASET_REGISTRY)}")
-    return DATASET_REGISTRY[name].from_cfg(cfg, split, single_view=single_view)
+    """``DATASET_REGISTRY[name].from_cfg(cfg, split, single_view)``; an unknown name raises a
+    KeyError listing the known names (and the closest one)."""
+    return DATASET_REGISTRY.get(name).from_cfg(cfg, split, single_view=single_view)
 
 
 def preflight_split(name: str, cfg, split: str) -> None:
@@ -34,4 +43,4 @@ def preflight_split(name: str, cfg, split: str) -> None:
 
 
 __all__ = ["ClipConfig", "VideoCSVDataset", "VideoRecord", "read_csv", "DATASET_REGISTRY", "build_dataset",
-           "preflight_split"]
+           "list_datasets", "preflight_split"]

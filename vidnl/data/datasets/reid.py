@@ -39,12 +39,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ...errors import DatasetError
+from ...registry import Registry
 from ..model_input import InputNormalizer
 from ..reid_sampling import test_chunks, train_frame_indices
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES = {"mars": "MARS", "ilidsvid": "iLIDS-VID", "prid": "PRID-2011"}
+# REID.DATASET name -> fn(cfg.REID, split_id) -> ReIDData; metadata "title" (the dataset's
+# name in messages) and "num_splits" (fn(cfg.REID) -> how many train/test splits it has).
+REID_DATASET_REGISTRY = Registry("re-ID dataset")
 PRID_SPLIT_FILE = "splits_prid2011_vidnl.json"
 PRID_SPLIT_SEED = 2011
 PRID_NUM_SPLITS = 10
@@ -402,36 +405,47 @@ def load_prid(root: str, split_id: int = 0, min_frames: int = 21, num_shared: in
 # ------------------------------------------------------------------------------------------------
 # From the config
 # ------------------------------------------------------------------------------------------------
+@REID_DATASET_REGISTRY.register("mars", title="MARS", num_splits=lambda r: 1)
+def _mars_from_cfg(r, split_id: int) -> ReIDData:
+    """MARS at REID.ROOT without REID.JUNK_PIDS (one split: ``split_id`` is not used)."""
+    return load_mars(r.ROOT, r.JUNK_PIDS)
+
+
+@REID_DATASET_REGISTRY.register("ilidsvid", title="iLIDS-VID", num_splits=lambda r: ilidsvid_num_splits(r.ROOT))
+def _ilidsvid_from_cfg(r, split_id: int) -> ReIDData:
+    """iLIDS-VID at REID.ROOT, split ``split_id``."""
+    return load_ilidsvid(r.ROOT, split_id)
+
+
+@REID_DATASET_REGISTRY.register("prid", title="PRID-2011",
+                                num_splits=lambda r: len(prid_splits(r.ROOT, r.PRID_MIN_FRAMES)))
+def _prid_from_cfg(r, split_id: int) -> ReIDData:
+    """PRID-2011 at REID.ROOT, split ``split_id``, persons with >= REID.PRID_MIN_FRAMES frames."""
+    return load_prid(r.ROOT, split_id, r.PRID_MIN_FRAMES)
+
+
+def _dataset(cfg) -> str:
+    """REID.DATASET, checked against the registry, with REID.ROOT set."""
+    name = cfg.REID.DATASET
+    if name not in REID_DATASET_REGISTRY:
+        raise DatasetError(f"REID.DATASET {name!r} is unknown; choose one of {sorted(REID_DATASET_REGISTRY)}")
+    if not cfg.REID.ROOT:
+        raise DatasetError(f"REID.ROOT is empty: set it to the folder of the "
+                           f"{REID_DATASET_REGISTRY.metadata(name)['title']} download (layout in docs/reid.md)")
+    return name
+
+
 def num_splits(cfg) -> int:
     """How many train/test splits the configured dataset has."""
-    r = cfg.REID
-    _check_root(cfg)
-    if r.DATASET == "mars":
-        return 1
-    if r.DATASET == "ilidsvid":
-        return ilidsvid_num_splits(r.ROOT)
-    return len(prid_splits(r.ROOT, r.PRID_MIN_FRAMES))
-
-
-def _check_root(cfg) -> None:
-    if not cfg.REID.ROOT:
-        raise DatasetError(f"REID.ROOT is empty: set it to the folder of the {DATASET_NAMES[cfg.REID.DATASET]} "
-                           f"download (layout in docs/reid.md)")
+    return REID_DATASET_REGISTRY.metadata(_dataset(cfg))["num_splits"](cfg.REID)
 
 
 def build_reid_data(cfg, split_id: int | None = None) -> ReIDData:
     """The configured dataset (REID.DATASET at REID.ROOT), split ``split_id`` (default
     REID.SPLIT_ID)."""
     r = cfg.REID
-    _check_root(cfg)
-    split = r.SPLIT_ID if split_id is None else split_id
-    if r.DATASET == "mars":
-        return load_mars(r.ROOT, r.JUNK_PIDS)
-    if r.DATASET == "ilidsvid":
-        return load_ilidsvid(r.ROOT, split)
-    if r.DATASET == "prid":
-        return load_prid(r.ROOT, split, r.PRID_MIN_FRAMES)
-    raise DatasetError(f"REID.DATASET {r.DATASET!r} is unknown; choose one of {sorted(DATASET_NAMES)}")
+    load = REID_DATASET_REGISTRY[_dataset(cfg)]
+    return load(r, r.SPLIT_ID if split_id is None else split_id)
 
 
 # ------------------------------------------------------------------------------------------------
