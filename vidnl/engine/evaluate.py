@@ -19,14 +19,14 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.loader import build_test_loader
 from ..errors import DatasetError
 from .checkpoint import CheckpointError, list_checkpoints, load_weights
 from .logging import TensorBoardWriter, log_json_stats, log_run_header, setup_logging
-from .metrics import confusion_matrix, per_class_accuracy, topk_correct, topk_reported
+from .meters import ENSEMBLE_METHODS, MultiViewMeter
+from .metrics import confusion_matrix, per_class_accuracy, topk_reported
 from .distributed import all_gather_objects, get_rank, get_world_size, init_distributed, is_main_process
 from .setup import get_device, seed_everything
 
@@ -46,14 +46,24 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
     the K×K ``confusion_matrix`` (rows = true class) and the list of videos that could not be
     decoded.
     """
+    start = time.time()
+    shard = score_views(model, loader, device, clips_per_forward, desc)
+    gathered = all_gather_objects(shard)
+    meter = MultiViewMeter.merged([g[0] for g in gathered])
+    failed = sorted((f for g in gathered for f in g[1]), key=lambda f: f["index"])
+    truncated = sorted((n for g in gathered for n in g[2]), key=lambda n: n["path"])
+    return format_results(meter, loader.dataset, ensemble, class_names, failed, truncated, time.time() - start)
+
+
+def score_views(model: nn.Module, loader, device: torch.device, clips_per_forward: int = 16,
+                desc: str = "test") -> tuple[MultiViewMeter, list[dict], list[dict]]:
+    """The inference loop: every view of every video of ``loader`` through ``model`` in forward
+    passes of ``clips_per_forward`` clips, into a ``MultiViewMeter``. Returns (meter, videos
+    that could not be decoded, decoding notes such as truncation), for this process's shard."""
     model.eval()
     dataset = loader.dataset
     normalize = dataset.normalizer
-    clip_hits = {1: 0, 5: 0}
-    num_clips = 0
-    videos, failed = [], []
-    start = time.time()
-    notes = []
+    meter, failed, notes = MultiViewMeter(), [], []
     for batch in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
         for path, reason in batch["failures"]:
             logger.warning("%s: cannot decode %s: %s (excluded from the metrics)", desc, path, reason)
@@ -67,36 +77,25 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
         inputs = batch["inputs"]
         logits = torch.cat([model(normalize(inputs[i:i + clips_per_forward], device)).float().cpu()
                             for i in range(0, inputs.shape[0], clips_per_forward)])
-        view_labels = torch.repeat_interleave(batch["labels"], torch.tensor(batch["views"]))
-        hits = topk_correct(logits, view_labels)
-        clip_hits[1] += hits[1]
-        clip_hits[5] += hits[5]
-        num_clips += logits.shape[0]
-        for chunk, label, index in zip(torch.split(logits, batch["views"]), batch["labels"].tolist(),
-                                       batch["indices"].tolist()):
-            videos.append({"index": index, "label": label, "sum_softmax": F.softmax(chunk, dim=1).sum(0),
-                           "mean_logits": chunk.mean(0)})
+        meter.add(logits, batch["labels"], list(batch["views"]), batch["indices"].tolist())
+    return meter, failed, notes
 
-    gathered = all_gather_objects((videos, clip_hits, num_clips, failed, notes))
-    videos = sorted((v for g in gathered for v in g[0]), key=lambda v: v["index"])
-    failed = sorted((f for g in gathered for f in g[3]), key=lambda f: f["index"])
-    clip_hits = {k: sum(g[1][k] for g in gathered) for k in (1, 5)}
-    num_clips = sum(g[2] for g in gathered)
 
-    labels = torch.tensor([v["label"] for v in videos], dtype=torch.long)
+def format_results(meter: MultiViewMeter, dataset, ensemble: str, class_names: list[str] | None,
+                   failed: list[dict], truncated: list[dict], time_s: float) -> dict:
+    """The results dictionary of a whole split (what predictions_<split>.json holds)."""
+    videos = meter.videos
+    labels = meter.labels
     num_classes = int(videos[0][ensemble].shape[0]) if videos else len(class_names or ())
     names = _names(class_names, num_classes)
     top5 = topk_reported(num_classes, 5)
     results = {"split_videos": len(dataset), "num_videos": len(videos), "num_failed": len(failed),
-               "num_clips": num_clips, "views_per_video": dataset.views_per_video,
-               "clip_top1": 100.0 * clip_hits[1] / max(num_clips, 1),
-               "clip_top5": 100.0 * clip_hits[5] / max(num_clips, 1) if top5 else None,
-               "ensemble": ensemble, "time_s": time.time() - start}
-    for method in ("sum_softmax", "mean_logits"):
-        s = torch.stack([v[method] for v in videos]) if videos else torch.zeros(0, 1)
-        hits = topk_correct(s, labels)
-        results[f"video_top1_{method}"] = 100.0 * hits[1] / max(len(labels), 1)
-        results[f"video_top5_{method}"] = 100.0 * hits[5] / max(len(labels), 1) if top5 else None
+               "num_clips": meter.num_clips, "views_per_video": dataset.views_per_video,
+               "clip_top1": meter.clip_accuracy(1), "clip_top5": meter.clip_accuracy(5) if top5 else None,
+               "ensemble": ensemble, "time_s": time_s}
+    for method in ENSEMBLE_METHODS:
+        results[f"video_top1_{method}"] = meter.video_accuracy(method, 1)
+        results[f"video_top5_{method}"] = meter.video_accuracy(method, 5) if top5 else None
     results["video_top1"] = results[f"video_top1_{ensemble}"]
     results["video_top5"] = results[f"video_top5_{ensemble}"]
     results["num_classes"] = num_classes
@@ -112,7 +111,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, clips_per_forwar
         for v, p in zip(videos, preds)
     ]
     results["failed_videos"] = failed
-    results["truncated_videos"] = sorted((n for g in gathered for n in g[4]), key=lambda n: n["path"])
+    results["truncated_videos"] = truncated
     return results
 
 
