@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..data.loader import build_test_loader
 from ..errors import DatasetError
-from .checkpoint import CheckpointError, list_checkpoints, load_weights
+from ..models.weights import CheckpointError, load_weights
+from .checkpoint import list_checkpoints
 from .logging import TensorBoardWriter, log_json_stats, log_run_header, setup_logging
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct, topk_reported
 from .distributed import all_gather_objects, get_rank, get_world_size, init_distributed, is_main_process

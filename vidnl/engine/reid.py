@@ -34,8 +34,8 @@ from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, ReIDT
 from ..data.reid_sampling import RandomIdentitySampler
 from ..errors import DatasetError
 from ..models import build_model
-from .checkpoint import (CheckpointError, RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints,
-                         load_weights, restore_run, save_checkpoint)
+from ..models.weights import CheckpointError, load_weights
+from .checkpoint import RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints, restore_run, save_checkpoint
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .losses import reid_loss
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
