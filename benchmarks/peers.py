@@ -261,7 +261,7 @@ def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
     ours = None
     if build_ours:
         import vidnl
-        from vidnl.engine.checkpoint import load_weights
+        from vidnl.models.weights import load_weights
 
         config = {"MODEL.DROPOUT_RATE": 0.0}
         if width is not None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vidnl
-from vidnl.engine.checkpoint import CheckpointError
+from vidnl.models.weights import CheckpointError
 from vidnl.errors import ConfigError
 from vidnl.nonlocal_blocks.blocks import NonLocalBase
 

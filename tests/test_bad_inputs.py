@@ -152,7 +152,7 @@ def test_bad_config_files_are_clear_errors(tmp_path):
 def test_checkpoint_whose_model_state_is_not_a_dict_is_refused(tmp_path):
     import torch
 
-    from vidnl.engine.checkpoint import CheckpointError, load_weights
+    from vidnl.models.weights import CheckpointError, load_weights
     from vidnl.models.resnet import video_resnet
 
     torch.save({"model_state": [torch.zeros(1)]}, tmp_path / "odd.pyth")
@@ -161,7 +161,7 @@ def test_checkpoint_whose_model_state_is_not_a_dict_is_refused(tmp_path):
 
 
 def test_global_batch_not_divisible_by_the_processes_is_a_config_error():
-    from vidnl.engine.distributed import GlobalBatchSampler
+    from vidnl.data.samplers import GlobalBatchSampler
     from vidnl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="TRAIN.BATCH_SIZE=5"):

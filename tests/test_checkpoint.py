@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from vidnl.config import load_config
 from vidnl.engine import checkpoint as ck
-from vidnl.engine.checkpoint import CheckpointError
+from vidnl.models import weights
+from vidnl.models.weights import CheckpointError
 
 
 class NotAllowed:
@@ -29,7 +30,7 @@ def test_save_and_load_round_trip_with_rng_and_optimizer(tmp_path):
     torch.manual_seed(123)
     path = ck.save_checkpoint(str(tmp_path), 3, model, opt, cfg, best_metric=55.5)
     expected = torch.rand(5)
-    ckpt = ck.load_checkpoint_file(path)
+    ckpt = weights.load_checkpoint_file(path)
     assert ckpt["epoch"] == 3 and ckpt["best_metric"] == 55.5 and "SOLVER" in ckpt["cfg"]
     ck.set_rng_state(ckpt["rng"])
     assert torch.equal(torch.rand(5), expected)
@@ -57,7 +58,7 @@ def test_atomic_write_keeps_old_file_when_saving_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         ck.atomic_torch_save({"a": torch.zeros(2)}, path)
     monkeypatch.undo()
-    assert torch.equal(ck.load_checkpoint_file(path)["a"], torch.ones(2))
+    assert torch.equal(weights.load_checkpoint_file(path)["a"], torch.ones(2))
     assert os.listdir(tmp_path) == ["c.pyth"]
 
 
@@ -65,7 +66,7 @@ def test_unsafe_pickles_are_refused(tmp_path):
     path = str(tmp_path / "evil.pyth")
     torch.save({"model_state": {}, "extra": NotAllowed()}, path)
     with pytest.raises(CheckpointError, match="refused"):
-        ck.load_checkpoint_file(path)
+        weights.load_checkpoint_file(path)
 
 
 def test_unreadable_newest_checkpoint_falls_back(tmp_path):
@@ -83,14 +84,27 @@ def test_weight_loading_is_strict_unless_keys_are_named(tmp_path):
     state = {f"module.{k}": v for k, v in src.state_dict().items()}  # DataParallel-style prefix
     state["module.extra.weight"] = torch.ones(1)
     dst = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 5), nn.Linear(5, 5))
-    state = ck.extract_model_state({"model_state": state})
+    state = weights.extract_model_state({"model_state": state})
     with pytest.raises(CheckpointError, match="1.weight"):
-        ck.load_model_weights(dst, state)
+        weights.load_model_weights(dst, state)
     with pytest.raises(CheckpointError, match=r"2 model tensors are not in the file \(first: 2.bias, 2.weight\); "
                                               r"1 tensors of the file are not in the model \(first: extra.weight\)"):
-        ck.load_model_weights(dst, state, allow_shape_mismatch=True)
-    report = ck.load_model_weights(dst, state, allow_shape_mismatch=True, skip=["2.*", "extra.*"])
+        weights.load_model_weights(dst, state, allow_shape_mismatch=True)
+    report = weights.load_model_weights(dst, state, allow_shape_mismatch=True, skip=["2.*", "extra.*"])
     assert report["shape_mismatch"] == ["1.bias", "1.weight"]
     assert report["skipped"] == ["2.bias", "2.weight", "extra.weight"]
     assert report["missing"] == [] and report["unexpected"] == []
     assert torch.equal(dst[0].weight, src[0].weight)
+
+
+def test_engine_modules_still_offer_the_moved_names_to_user_code():
+    """Weight loading lives in vidnl.models.weights and the samplers in vidnl.data.samplers; the
+    engine modules re-export them (the same objects) for code written against the old paths."""
+    from vidnl.data import samplers
+    from vidnl.engine import distributed
+
+    for name in ("load_weights", "load_checkpoint_file", "extract_model_state", "load_model_weights", "unwrap",
+                 "CheckpointError", "load_caffe2_pickle"):
+        assert getattr(ck, name) is getattr(weights, name), name
+    assert distributed.GlobalBatchSampler is samplers.GlobalBatchSampler
+    assert distributed.shard_indices is samplers.shard_indices

@@ -106,14 +106,17 @@ def test_auto_backend_resolves_and_logs_once(monkeypatch, caplog):
         "DATA.DECODING_BACKEND auto: decoding with pyav (decord is not available: ModuleNotFoundError: No module "
         "named 'decord'; pip install 'vidnl[decord]' for faster random access)"]
     assert load_config(None, []).DATA.DECODING_BACKEND == "auto"
-    with pytest.raises(ConfigError, match=r"decord cannot be imported.*pip install 'vidnl\[decord\]'"):
-        load_config(None, ["DATA.DECODING_BACKEND", "decord"])
+    cfg = load_config(None, ["DATA.DECODING_BACKEND", "decord"])  # checked where the decoder is chosen:
+    with pytest.raises(ConfigError, match=r"^DATA.DECODING_BACKEND: 'decord' is set but decord cannot be imported"
+                                          r".*pip install 'vidnl\[decord\]'"):
+        decoding.resolve_backend(cfg.DATA.DECODING_BACKEND)
     assert load_config(None, ["DATA.DECODING_BACKEND", "pyav"]).DATA.DECODING_BACKEND == "pyav"
 
     monkeypatch.setattr(decoding, "_DECORD_IMPORT", [None])
     monkeypatch.setattr(decoding, "_AUTO_LOGGED", [])
     assert decoding.resolve_backend("auto") == "decord"
-    assert load_config(None, ["DATA.DECODING_BACKEND", "decord"]).DATA.DECODING_BACKEND == "decord"
+    cfg = load_config(None, ["DATA.DECODING_BACKEND", "decord"])
+    assert decoding.resolve_backend(cfg.DATA.DECODING_BACKEND) == "decord"
     with pytest.raises(ValueError, match="'ffmpeg'"):
         decoding.resolve_backend("ffmpeg")
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
-from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
-from vidnl.engine.distributed import GlobalBatchSampler, shard_indices
+from vidnl.data.samplers import GlobalBatchSampler, shard_indices
+from vidnl.engine.checkpoint import list_checkpoints
+from vidnl.models.weights import load_checkpoint_file
 
 from conftest import ROOT, tiny_opts
 

@@ -14,7 +14,8 @@ import torch
 from vidnl.config import load_config
 from vidnl.engine import test as run_test
 from vidnl.engine import train
-from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
+from vidnl.engine.checkpoint import list_checkpoints
+from vidnl.models.weights import load_checkpoint_file
 from vidnl.errors import DatasetError
 
 from conftest import ROOT, index_video, tiny_opts, write_video

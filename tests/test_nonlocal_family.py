@@ -285,11 +285,15 @@ def test_every_type_from_config_in_the_backbones(block_type, arch):
 
 def test_config_rejects_options_the_type_does_not_take():
     from vidnl.config import ConfigError, load_config
+    from vidnl.models import build_model
 
+    # checked where the blocks are built (build_model), named by their NONLOCAL.* keys
     with pytest.raises(ConfigError, match="NONLOCAL.RECURRENCE"):
-        load_config(None, ["NONLOCAL.TYPE", "snl", "NONLOCAL.RECURRENCE", "3", "NONLOCAL.LOCATION", "[[], [1], [], []]"])
+        build_model(load_config(None, ["NONLOCAL.TYPE", "snl", "NONLOCAL.RECURRENCE", "3", "NONLOCAL.LOCATION",
+                                       "[[], [1], [], []]", "RESNET.BASE_WIDTH", "4"]))
     with pytest.raises(ConfigError, match="NONLOCAL.POOL"):
-        load_config(None, ["NONLOCAL.TYPE", "cc", "NONLOCAL.POOL", "[1, 2, 2]", "NONLOCAL.LOCATION", "[[], [1], [], []]"])
+        build_model(load_config(None, ["NONLOCAL.TYPE", "cc", "NONLOCAL.POOL", "[1, 2, 2]", "NONLOCAL.LOCATION",
+                                       "[[], [1], [], []]", "RESNET.BASE_WIDTH", "4"]))
     with pytest.raises(ConfigError, match="NONLOCAL.KERNEL"):
         load_config(None, ["NONLOCAL.KERNEL", "cosine"])
 

@@ -106,14 +106,14 @@ def test_config_keys_reach_the_block_and_bad_values_are_errors():
                              "NONLOCAL.CGNL_BETA", "exact", "NONLOCAL.CGNL_GAMMA", "0.5", "NONLOCAL.KERNEL", "gaussian"))
     block = model.res3.nonlocal_blocks["1"]
     assert block.beta == "exact" and block.gamma == 0.5 and isinstance(block.bn, torch.nn.GroupNorm)
-    with pytest.raises(ConfigError, match="NONLOCAL.TYPE 'cc'.*official"):
-        _cfg("NONLOCAL.TYPE", "cc", "NONLOCAL.STYLE", "official")
+    with pytest.raises(ConfigError, match="NONLOCAL.TYPE 'cc'.*official"):  # checked where the blocks are built
+        build_model(_cfg("NONLOCAL.TYPE", "cc", "NONLOCAL.STYLE", "official"))
     with pytest.raises(ConfigError, match="NONLOCAL.BIAS"):
         _cfg("NONLOCAL.BIAS", "'yes'")
     with pytest.raises(ConfigError, match="NONLOCAL.A_SIGN"):
         _cfg("NONLOCAL.A_SIGN", "2")
     with pytest.raises(ConfigError, match="NONLOCAL.TYPE 'nl'.*NONLOCAL.OUTPUT_ACTIVATION"):
-        _cfg("NONLOCAL.TYPE", "nl", "NONLOCAL.OUTPUT_ACTIVATION", "relu")
+        build_model(_cfg("NONLOCAL.TYPE", "nl", "NONLOCAL.OUTPUT_ACTIVATION", "relu"))
     with pytest.raises(ConfigError, match="RESNET.POOL2_TEMPORAL"):
         _cfg("RESNET.POOL2_TEMPORAL", "[2, 2]")
     with pytest.raises(ConfigError, match="RESNET.INFLATE_CONV"):

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidnl.config import load_config
-from vidnl.engine.checkpoint import load_weights
+from vidnl.models.weights import load_weights
 from vidnl.models import build_model
 from vidnl.models.p3d import P3DResNet
 from vidnl.models.preresnet import PreActBlock, PreActBottleneck, PreResNetBottleneckCifar, PreResNetCifar
@@ -215,7 +215,7 @@ def test_hara_checkpoint_loads_into_resnet3d_and_mars_teacher_loads_its_flow_fil
 
 
 def test_mars_teacher_that_does_not_fit_is_an_error(tmp_path):
-    from vidnl.engine.checkpoint import CheckpointError
+    from vidnl.models.weights import CheckpointError
 
     torch.save({"state_dict": {"module.encoder.weight": torch.zeros(1)}}, tmp_path / "flow.pth")
     with pytest.raises(CheckpointError, match="flow.pth.*not in the file"):
@@ -249,7 +249,7 @@ def test_hara_shortcut_a_checkpoint_loads_and_matches_a_reference(tmp_path):
     state = _hara_state(src)
     assert not any("downsample" in k for k in state)
     torch.save({"state_dict": state, "arch": "resnet-18"}, tmp_path / "resnet-18-kinetics.pth")
-    from vidnl.engine.checkpoint import CheckpointError
+    from vidnl.models.weights import CheckpointError
 
     with pytest.raises(CheckpointError, match="downsample"):
         load_weights(ResNet3D(depth=18, num_classes=5, base_width=8), str(tmp_path / "resnet-18-kinetics.pth"),

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vidnl.engine.checkpoint import CheckpointError, load_checkpoint_file, load_weights
+from vidnl.models.weights import CheckpointError, load_checkpoint_file, load_weights
 from vidnl.models.resnet import VideoResNet, video_resnet
 from vidnl.nonlocal_blocks import build_nonlocal_block, insert_nonlocal
 

@@ -18,7 +18,7 @@ from PIL import Image
 from vidnl.config import load_config
 from vidnl.data.datasets import DATASET_REGISTRY, build_dataset, list_datasets
 from vidnl.data.datasets.reid import REID_DATASET_REGISTRY, build_reid_data, num_splits
-from vidnl.errors import DatasetError
+from vidnl.errors import ConfigError, DatasetError
 from vidnl.nonlocal_blocks import (A2, BLOCK_REGISTRY, BLOCK_TYPES, CC, CGNL, NL, SNL, TYPE_OPTIONS, NonLocalBase,
                                    block_options, build_nonlocal_block, create_block, inner_channels, list_blocks)
 from vidnl.nonlocal_blocks import blocks as B
@@ -311,8 +311,11 @@ DATASET_FIXTURES = {"csv": _csv, "ucf101": _ucf101, "kinetics": _kinetics, "cifa
 
 def test_every_dataset_has_a_fixture_here():
     assert set(list_datasets()) == set(DATASET_FIXTURES) and list_datasets() == tuple(DATASET_REGISTRY)
-    with pytest.raises(KeyError, match="unknown dataset 'cifar1O'; known: .*did you mean 'cifar10'"):
+    with pytest.raises(ConfigError, match="TRAIN.DATASET: 'cifar1O' is not allowed; choose one of .*"
+                                          "Did you mean 'cifar10'"):
         build_dataset("cifar1O", None, "train")
+    with pytest.raises(KeyError, match="unknown dataset 'cifar1O'; known: .*did you mean 'cifar10'"):
+        DATASET_REGISTRY["cifar1O"]
 
 
 @pytest.mark.parametrize("name", list_datasets())
@@ -377,11 +380,14 @@ def test_every_reid_dataset_builds_from_generated_files(name, tmp_path):
     assert num_splits(cfg) == splits == data.num_splits
 
 
-def test_unknown_reid_dataset_is_a_dataset_error():
+def test_unknown_reid_dataset_is_a_config_error_naming_the_key():
     cfg = _reid_cfg("mars", "/nonexistent")
     cfg.defrost()
     cfg.REID.DATASET = "marss"
-    with pytest.raises(DatasetError, match=r"REID.DATASET 'marss' is unknown; choose one of \['ilidsvid', 'mars', "):
+    with pytest.raises(ConfigError, match=r"REID.DATASET: 'marss' is not allowed; choose one of 'ilidsvid', 'mars', "
+                                          r"'prid'. Did you mean 'mars'"):
         build_reid_data(cfg)
-    with pytest.raises(DatasetError, match="REID.DATASET 'marss' is unknown"):
+    with pytest.raises(ConfigError, match="REID.DATASET: 'marss' is not allowed"):
         num_splits(cfg)
+    # the config itself no longer lists the names: a dataset registered later is accepted
+    assert load_config(None, ["MODEL.TASK", "reid", "MODEL.ARCH", "resnet50tp", "REID.DATASET", "newset"])

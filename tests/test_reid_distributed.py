@@ -16,7 +16,8 @@ from test_reid_engine import identity_frame, tiny_opts
 from vidnl.config import load_config
 from vidnl.data.reid_sampling import RandomIdentitySampler
 from vidnl.engine import reid as engine
-from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
+from vidnl.engine.checkpoint import list_checkpoints
+from vidnl.models.weights import load_checkpoint_file
 from vidnl.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,7 +17,8 @@ from test_reid_data import write_ilidsvid, write_mars
 from vidnl.config import ConfigError, load_config
 from vidnl.data.datasets.reid import build_reid_data
 from vidnl.engine import reid as engine
-from vidnl.engine.checkpoint import list_checkpoints, load_checkpoint_file
+from vidnl.engine.checkpoint import list_checkpoints
+from vidnl.models.weights import load_checkpoint_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 32, 16

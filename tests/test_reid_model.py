@@ -98,13 +98,18 @@ def test_reid_config_errors_name_the_key():
         (["REID.SPLIT_ID", "3"], ["REID.SPLIT_ID", "MARS"]),
         (["REID.MEAN", "[0.5, 0.5]"], ["REID.MEAN", "3 numbers"]),
         (["REID.BNNECK", "maybe"], ["REID.BNNECK", "bool"]),
-        (["RESNET.DEPTH", "101"], ["RESNET.DEPTH", "resnet50tp"]),
-        (["NONLOCAL.LOCATION", "[[], [], [6], []]"], ["NONLOCAL.LOCATION", "res4", "0..5"]),
         (["MODEL.ARCH", "i3d"], ["MODEL.ARCH", "'i3d'", "resnet50tp"]),
     ]
-    for opts, pieces in cases:
+    # what the models know is checked when the model is built
+    built = [
+        (["RESNET.DEPTH", "101"], ["RESNET.DEPTH", "resnet50tp"]),
+        (["NONLOCAL.LOCATION", "[[], [], [6], []]"], ["NONLOCAL.LOCATION", "res4", "0..5"]),
+    ]
+    for opts, pieces in cases + built:
         with pytest.raises(ConfigError) as e:
-            load_config(None, REID + opts)
+            cfg = load_config(None, REID + opts)
+            assert (opts, pieces) in built, f"{opts}: load_config should have refused it"
+            build_model(cfg)
         for p in pieces:
             assert p in str(e.value), (opts, p, str(e.value))
     with pytest.raises(ConfigError, match="MODEL.TASK"):

@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         from vidnl.config import load_config
-        from vidnl.engine.checkpoint import (atomic_torch_save, extract_model_state, load_checkpoint_file,
-                                             load_weights)
+        from vidnl.engine.checkpoint import atomic_torch_save
+        from vidnl.models.weights import extract_model_state, load_checkpoint_file, load_weights
         from vidnl.models import build_model
         from vidnl.models.weight_formats import FORMATS, detect_format
 

@@ -29,10 +29,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_what_the_config_names(cfg) -> None:
+    """The model, datasets and decoder the config names exist (ConfigError naming the key
+    otherwise). The config package checks keys and values only; these checks belong to the code
+    that builds each thing and run here before OUTPUT_DIR is touched. The nonlocal block options
+    are checked when the model is built (the first step of training and testing)."""
+    from vidnl.data.datasets import check_dataset_name
+    from vidnl.data.decoding import check_backend
+    from vidnl.models.build import check_model_config
+
+    check_model_config(cfg)
+    check_dataset_name(cfg.TRAIN.DATASET, "TRAIN.DATASET")
+    check_dataset_name(cfg.TEST.DATASET, "TEST.DATASET")
+    check_backend(cfg.DATA.DECODING_BACKEND)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg_file, list(args.overrides) + list(args.opts))
+        check_what_the_config_names(cfg)
         if cfg.MODEL.TASK == "reid":
             from vidnl.engine.reid import test, train
         else:

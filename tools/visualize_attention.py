@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.cfg_file, a.overrides)
-        from vidnl.engine.checkpoint import load_weights
+        from vidnl.models.weights import load_weights
         from vidnl.models import build_model
         from vidnl.engine.attention import nonlocal_block_names
 

@@ -116,8 +116,12 @@ def _nest(flat: dict[str, Any]) -> dict:
 
 def model_config(name: str, *, num_classes: int | None = None, nonlocal_blocks: dict | None = None,
                  config: dict | None = None):
-    """The validated config ``create_model`` builds from (a frozen CfgNode)."""
+    """The validated config ``create_model`` builds from (a frozen CfgNode): keys and values
+    checked by the config package, and what it says about the model (MODEL.ARCH, RESNET.DEPTH,
+    NONLOCAL.LOCATION, RESNET.INFLATE) by ``vidnl.models.build.check_model_config``; the block
+    options are checked when ``create_model`` builds the blocks."""
     from .config.validate import config_from_dict
+    from .models.build import check_model_config
 
     flat = dict(_lookup(name)[1])
     if num_classes is not None:
@@ -127,7 +131,9 @@ def model_config(name: str, *, num_classes: int | None = None, nonlocal_blocks: 
     if flat.get("MODEL.TASK") == "reid" and "TRAIN.BATCH_SIZE" not in (config or {}):
         flat.update({"TRAIN.BATCH_SIZE": 8, "REID.NUM_INSTANCES": 4})
     flat.update(config or {})
-    return config_from_dict(_nest(flat), source=f"create_model({name!r}, ...)")
+    cfg = config_from_dict(_nest(flat), source=f"create_model({name!r}, ...)")
+    check_model_config(cfg)
+    return cfg
 
 
 def create_model(name: str, *, num_classes: int | None = None, nonlocal_blocks: dict | None = None,
@@ -150,7 +156,7 @@ def create_model(name: str, *, num_classes: int | None = None, nonlocal_blocks: 
     cfg = model_config(name, num_classes=num_classes, nonlocal_blocks=nonlocal_blocks, config=config)
     model = build_model(cfg)
     if pretrained:
-        from .engine.checkpoint import load_weights
+        from .models.weights import load_weights
 
         load_weights(model, pretrained, fmt=weights_format, inflate=cfg.MODEL.INFLATE, skip=tuple(skip))
     return model

@@ -73,7 +73,7 @@ def build_export_model(cfg, weights: str) -> nn.Module:
     (MODEL.WEIGHTS_FORMAT, MODEL.INFLATE; strict), in eval mode on the CPU. A re-ID model's
     classifier size (training identities, not in the config) is read from the file: the
     exported re-ID model returns embeddings and never uses it."""
-    from .engine.checkpoint import extract_model_state, load_checkpoint_file, load_weights
+    from .models.weights import extract_model_state, load_checkpoint_file, load_weights
     from .models import build_model
 
     ckpt = load_checkpoint_file(weights)  # CheckpointError (a user error) names a missing / bad file

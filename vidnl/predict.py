@@ -312,7 +312,7 @@ class _SafeItems(torch.utils.data.Dataset):
 def build_predictor(cfg, weights: str, device: torch.device | str | None = None) -> nn.Module:
     """The model of ``cfg`` with the weights of the file ``weights`` (any format
     MODEL.WEIGHTS_FORMAT reads), in eval mode on ``device`` (default: as NUM_GPUS says)."""
-    from .engine.checkpoint import CheckpointError, load_weights
+    from .models.weights import CheckpointError, load_weights
     from .engine.setup import get_device
     from .models import build_model
 

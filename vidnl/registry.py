@@ -22,6 +22,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+from .errors import ConfigError
+
 _MISSING = object()
 
 
@@ -66,6 +68,17 @@ class Registry(Mapping):
         if close:
             msg += f"; did you mean {close[0]!r}?"
         return UnknownNameError(msg)
+
+    def check(self, name: Any, key: str) -> None:
+        """A ConfigError naming the config ``key`` (e.g. "MODEL.ARCH") unless ``name`` is
+        registered: "KEY: 'x' is not allowed; choose one of 'a', 'b'. Did you mean 'a'?"."""
+        if name in self._objects:
+            return
+        msg = f"{key}: {name!r} is not allowed; choose one of {', '.join(map(repr, sorted(self._objects)))}."
+        close = difflib.get_close_matches(str(name), list(self._objects), n=1, cutoff=0.6)
+        if close:
+            msg += f" Did you mean {close[0]!r}?"
+        raise ConfigError(msg)
 
     def get(self, name: str, default: Any = _MISSING) -> Any:
         """The object registered as ``name``; an unknown name raises :class:`UnknownNameError`

@@ -145,7 +145,7 @@ def load_reid_model(cfg, weights: str, device: torch.device | str | None = None)
     """The re-ID model of ``cfg`` (MODEL.TASK "reid") with the weights of ``weights``, in eval
     mode. The classifier is sized from the checkpoint (its ``classifier.weight`` rows: the
     training identities), so no dataset is needed."""
-    from .engine.checkpoint import CheckpointError, extract_model_state, load_checkpoint_file, load_weights
+    from .models.weights import CheckpointError, extract_model_state, load_checkpoint_file, load_weights
     from .engine.setup import get_device
     from .models import build_model
 

@@ -15,7 +15,6 @@ from fvcore.common.config import CfgNode
 from ..errors import ConfigError
 
 ALLOWED_VALUES: dict = {
-    "REID.DATASET": ("mars", "ilidsvid", "prid"),
     "REID.SAMPLE_MODE": ("random_consecutive", "restricted_random"),
     "REID.DISTANCE": ("euclidean", "cosine"),
 }

@@ -1,8 +1,17 @@
 """Checked merging and validation of configs.
 
-Every user mistake (unknown key, wrong type, value outside the allowed set, nonlocal location
-out of range) becomes one :class:`ConfigError` whose message names the key, the value given,
-where it came from, and what is allowed.
+Every user mistake (unknown key, wrong type, value outside the allowed set, a cross-key rule
+broken) becomes one :class:`ConfigError` whose message names the key, the value given, where it
+came from, and what is allowed.
+
+The config package is a leaf: it knows keys, types, literal allowed values and rules between
+keys, and imports nothing of vidnl but ``vidnl.errors`` (tests/test_import_direction.py). What
+needs the code that uses a value is checked where that code is built, with the same kind of
+ConfigError: MODEL.ARCH, RESNET.DEPTH, NONLOCAL.LOCATION, RESNET.INFLATE and the nonlocal block
+options in ``vidnl.models.build`` (``build_model`` / ``check_model_config``), TRAIN.DATASET and
+TEST.DATASET in ``vidnl.data.datasets.build_dataset``, an explicit DATA.DECODING_BACKEND decord
+in ``vidnl.data.decoding.resolve_backend``. tools/run_net.py runs those checks right after
+loading the config, before anything is written.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ ALLOWED_VALUES = {
     "TEST.ENSEMBLE_METHOD": ("sum_softmax", "mean_logits"),
     "TEST.SPLIT": ("test", "val"),
     "DATA.SHORT_VIDEO_MODE": ("pad", "loop"),
-    "DATA.DECODING_BACKEND": ("auto", "decord", "pyav"),  # = vidnl.data.decoding.BACKEND_CHOICES
+    "DATA.DECODING_BACKEND": ("auto", "decord", "pyav"),  # = vidnl.data.decoding.BACKEND_CHOICES (tested)
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("auto", "batchnorm", "sync_batchnorm"),
     "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2",
@@ -37,7 +46,6 @@ ALLOWED_VALUES = {
     "RESNET.INFLATE_CONV": ("1x1", "3x3"),
     "RESNET.SHORTCUT": ("A", "B"),
     "VTN.ATTENTION": ("mha", "snl", "nl"),
-    "NONLOCAL.TYPE": ("nl", "ns", "a2", "cgnl", "cc", "snl", "gsnl"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
     "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
     "NONLOCAL.MODE": ("spacetime", "space", "time"),
@@ -231,15 +239,6 @@ def _get(cfg: CfgNode, key: str) -> Any:
     return node
 
 
-def _registries() -> dict:
-    """Allowed values that come from registries (models, datasets)."""
-    from ..data.datasets import DATASET_REGISTRY
-    from ..models.build import MODEL_REGISTRY
-
-    return {"MODEL.ARCH": tuple(sorted(MODEL_REGISTRY)), "TRAIN.DATASET": tuple(sorted(DATASET_REGISTRY)),
-            "TEST.DATASET": tuple(sorted(DATASET_REGISTRY))}
-
-
 def _check_finite(node: CfgNode, prefix: str = "") -> None:
     """Every float in the config is finite (nan / inf pass range checks and crash later)."""
     import math
@@ -256,7 +255,7 @@ def _check_finite(node: CfgNode, prefix: str = "") -> None:
 
 def validate(cfg: CfgNode) -> None:
     """Check value ranges and cross-key rules of a fully merged config."""
-    allowed_values = {**ALLOWED_VALUES, **_registries()}
+    allowed_values = dict(ALLOWED_VALUES)
     for ext in EXTENSIONS:
         allowed_values.update(getattr(ext, "ALLOWED_VALUES", {}))
     for key, allowed in allowed_values.items():
@@ -315,26 +314,8 @@ def validate(cfg: CfgNode) -> None:
     for ext in EXTENSIONS:
         if hasattr(ext, "validate"):
             ext.validate(cfg)
-    _validate_decoding_backend(cfg)
     _validate_solver(cfg)
-    _validate_nonlocal_location(cfg)
-    _validate_nonlocal_options(cfg)
-    _validate_inflate(cfg)
-
-
-def _validate_decoding_backend(cfg: CfgNode) -> None:
-    """An explicit DATA.DECODING_BACKEND decord needs decord importable ("auto" falls back to PyAV)."""
-    if cfg.DATA.DECODING_BACKEND != "decord":
-        return
-    from ..data.decoding import DECORD_INSTALL_HINT, decord_import_error
-
-    reason = decord_import_error()
-    if reason is not None:
-        raise ConfigError(
-            f"DATA.DECODING_BACKEND: 'decord' is set but decord cannot be imported ({reason}). Install it with "
-            f"{DECORD_INSTALL_HINT} (wheels for Linux and Windows on x86_64), or set DATA.DECODING_BACKEND pyav "
-            f"(or auto: decord when installed, else PyAV)."
-        )
+    _validate_temporal_layout(cfg)
 
 
 def _validate_solver(cfg: CfgNode) -> None:
@@ -348,68 +329,6 @@ def _validate_solver(cfg: CfgNode) -> None:
             raise ConfigError(f"SOLVER.STEPS: must start at 0 and increase, got {list(s.STEPS)}.")
 
 
-def _stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    from ..models.build import model_stages
-
-    try:
-        return model_stages(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def _validate_nonlocal_location(cfg: CfgNode) -> None:
-    loc = cfg.NONLOCAL.LOCATION
-    names, blocks = _stages(cfg)
-    arch = f"{cfg.MODEL.ARCH} (depth {cfg.RESNET.DEPTH})"
-    if len(loc) > len(blocks) and any(loc[len(blocks):]):
-        raise ConfigError(
-            f"NONLOCAL.LOCATION: {list(loc)!r} names {len(loc)} stages, but {arch} has {len(blocks)} "
-            f"({', '.join(names)})."
-        )
-    for stage, idx in enumerate(loc[:len(blocks)]):
-        if not isinstance(idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
-            raise ConfigError(
-                f"NONLOCAL.LOCATION: entry {stage} ({names[stage]}) must be a list of block indices, got {idx!r}."
-            )
-        for i in idx:
-            if not 0 <= i < blocks[stage]:
-                raise ConfigError(
-                    f"NONLOCAL.LOCATION: index {i} in {names[stage]} (entry {stage}) is out of range; "
-                    f"{arch} {names[stage]} has {blocks[stage]} blocks, allowed indices 0..{blocks[stage] - 1}."
-                )
-        if len(set(idx)) != len(idx):
-            raise ConfigError(f"NONLOCAL.LOCATION: repeated index in {names[stage]}: {idx!r}.")
-
-
-_OPTION_KEYS = {"bias": "NONLOCAL.BIAS", "softmax_scale": "NONLOCAL.SOFTMAX_SCALE", "pool_at": "NONLOCAL.POOL_AT",
-                "pool_ceil_mode": "NONLOCAL.POOL_CEIL_MODE", "output_activation": "NONLOCAL.OUTPUT_ACTIVATION",
-                "a_sign": "NONLOCAL.A_SIGN", "gamma": "NONLOCAL.CGNL_GAMMA", "beta": "NONLOCAL.CGNL_BETA",
-                "norm_layer": "NONLOCAL.CGNL_NORM", "style": "NONLOCAL.STYLE", "kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM", "order": "NONLOCAL.ORDER",
-                "groups": "NONLOCAL.GROUPS", "recurrence": "NONLOCAL.RECURRENCE", "num_stages": "NONLOCAL.NS_STAGES",
-                "num_descriptors": "NONLOCAL.NUM_DESCRIPTORS", "pool_size": "NONLOCAL.POOL", "mode": "NONLOCAL.MODE",
-                "implementation": "NONLOCAL.IMPLEMENTATION"}
-
-
-def _validate_nonlocal_options(cfg: CfgNode) -> None:
-    """Build one block of the configured type to check that its options fit together."""
-    if not any(cfg.NONLOCAL.LOCATION):
-        return
-    from ..models.build import nonlocal_options
-    from ..nonlocal_blocks import build_nonlocal_block
-
-    nl = cfg.NONLOCAL
-    groups = nl.GROUPS
-    inner = nl.INNER_CHANNELS or 8 * groups
-    try:
-        build_nonlocal_block(nl.TYPE, 2 * inner, dim_inner=inner,
-                             **nonlocal_options(cfg))
-    except ValueError as e:
-        msg = str(e)
-        for arg, key in _OPTION_KEYS.items():
-            msg = msg.replace(f"option {arg!r}", key).replace(f"{arg}=", f"{key}=")
-        raise ConfigError(f"NONLOCAL.TYPE {nl.TYPE!r}: {msg}") from None
-
-
 def _validate_temporal_layout(cfg: CfgNode) -> None:
     p1, p2 = list(cfg.RESNET.POOL1_TEMPORAL), list(cfg.RESNET.POOL2_TEMPORAL)
     if len(p1) != 2 or not all(isinstance(v, int) and v >= 1 for v in p1):
@@ -418,22 +337,6 @@ def _validate_temporal_layout(cfg: CfgNode) -> None:
                or not 0 <= p2[2] <= p2[0] // 2):
         raise ConfigError(f"RESNET.POOL2_TEMPORAL: expected [] or [kernel, stride, padding], integers with "
                           f"kernel, stride >= 1 and 0 <= padding <= kernel // 2, got {p2!r}.")
-
-
-def _validate_inflate(cfg: CfgNode) -> None:
-    _validate_temporal_layout(cfg)
-    inflate = cfg.RESNET.INFLATE
-    if not inflate:
-        return
-    _, blocks = _stages(cfg)
-    if len(inflate) != len(blocks) or any(
-        not isinstance(s, (list, tuple)) or len(s) != n or not all(v in (0, 1) for v in s)
-        for s, n in zip(inflate, blocks)
-    ):
-        raise ConfigError(
-            f"RESNET.INFLATE: expected one list of 0/1 per stage with {list(blocks)} entries for "
-            f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, got {inflate!r}."
-        )
 
 
 def config_from_dict(data: dict, source: str) -> CfgNode:

@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("decord", "pyav")  # the decoders
@@ -81,12 +83,26 @@ def decord_available() -> bool:
     return decord_import_error() is None
 
 
+def check_backend(backend: str) -> None:
+    """An explicit DATA.DECODING_BACKEND ``"decord"`` must import: otherwise the user's
+    ConfigError naming the key (checked here, where the decoder is chosen, not in the config
+    package); ``"auto"`` falls back to PyAV. No logging, no other effect."""
+    if backend == "decord" and decord_import_error() is not None:
+        raise ConfigError(
+            f"DATA.DECODING_BACKEND: 'decord' is set but decord cannot be imported ({decord_import_error()}). Install "
+            f"it with {DECORD_INSTALL_HINT} (wheels for Linux and Windows on x86_64), or set DATA.DECODING_BACKEND "
+            f"pyav (or auto: decord when installed, else PyAV)."
+        )
+
+
 def resolve_backend(backend: str) -> str:
     """The decoder a backend choice means: ``"auto"`` is ``"decord"`` when decord imports, else
     ``"pyav"`` (logged once per process: the main one, or the first data-loader worker);
-    ``"decord"`` and ``"pyav"`` are themselves."""
+    ``"decord"`` and ``"pyav"`` are themselves; an explicit ``"decord"`` that cannot be imported
+    raises ConfigError (``check_backend``)."""
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"decoding backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+    check_backend(backend)
     if backend != "auto":
         return backend
     resolved = "decord" if decord_available() else "pyav"

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .datasets import build_dataset
+from .samplers import GlobalBatchSampler, shard_indices
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ class FailureLog:
 def build_train_loader(cfg, dataset=None, sampler=None) -> DataLoader:
     """Loader of training clips. ``sampler`` (default: a one-process GlobalBatchSampler) gives
     this process's share of every global batch; call its ``set_epoch`` every epoch."""
-    from ..engine.distributed import GlobalBatchSampler
-
     dataset = dataset if dataset is not None else build_dataset(cfg.TRAIN.DATASET, cfg, "train")
     if sampler is None:
         sampler = GlobalBatchSampler(len(dataset), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED)
@@ -125,8 +124,6 @@ def build_test_loader(cfg, split: str, single_view: bool = False, dataset=None, 
                       world_size: int = 1) -> DataLoader:
     """Loader of whole videos (all their views), about TEST.BATCH_SIZE clips per batch. With
     several processes each takes every ``world_size``-th video: all videos exactly once."""
-    from ..engine.distributed import shard_indices
-
     dataset = dataset if dataset is not None else build_dataset(cfg.TEST.DATASET, cfg, split, single_view)
     videos = max(1, cfg.TEST.BATCH_SIZE // dataset.views_per_video)
     return DataLoader(

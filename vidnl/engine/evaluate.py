@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from ..data.loader import build_test_loader
 from ..errors import DatasetError
-from .checkpoint import CheckpointError, list_checkpoints, load_weights
+from ..models.weights import CheckpointError, load_weights
+from .checkpoint import list_checkpoints
 from .logging import TensorBoardWriter, log_json_stats, log_run_header, setup_logging
 from .meters import ENSEMBLE_METHODS, MultiViewMeter
 from .metrics import confusion_matrix, per_class_accuracy, topk_reported

@@ -39,9 +39,10 @@ from ..config import ConfigError
 from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, Tracklet, build_reid_data,
                                   collate_reid_test, num_splits)
 from ..models import build_model
-from .checkpoint import CheckpointError, list_checkpoints, load_weights
-from .distributed import (all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process,
-                          shard_indices)
+from ..data.samplers import shard_indices
+from ..models.weights import CheckpointError, load_weights
+from .checkpoint import list_checkpoints
+from .distributed import all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
 from .setup import autocast_context, get_device, seed_everything

@@ -302,7 +302,7 @@ def attention_pngs(source: AttentionSource, videos: list[dict]) -> tuple[list[tu
     per row. The clips go through the model together, up to the last block. Returns
     ``[(caption, png)]`` (empty when nothing could be drawn) and notes."""
     from .attention import attention_figure, block_attention_maps, nonlocal_block_names
-    from .checkpoint import unwrap
+    from ..models.weights import unwrap
 
     model = unwrap(source.model)
     blocks = nonlocal_block_names(model)
@@ -365,7 +365,7 @@ def attention_source_from_run(output_dir: str, split: str, cfg_file: str | None 
     from ..config import load_config
     from ..data.datasets import build_dataset
     from .attention import nonlocal_block_names
-    from .checkpoint import load_weights
+    from ..models.weights import load_weights
     from .evaluate import resolve_test_checkpoint
 
     explicit = bool(cfg_file) or bool(opts)

@@ -35,8 +35,8 @@ from ..data.loader import build_test_loader, build_train_loader
 from ..errors import DatasetError
 from ..data.reid_sampling import RandomIdentitySampler
 from ..models import build_model
-from .checkpoint import unwrap
-from .distributed import GlobalBatchSampler
+from ..models.weights import unwrap
+from ..data.samplers import GlobalBatchSampler
 from .evaluate import evaluate, metric_summary, summary
 from .losses import reid_loss
 from .reid import build_reid_model, evaluate_reid, log_data, metrics_line, scalar_summary

@@ -30,8 +30,8 @@ from tqdm import tqdm
 from ..data.loader import FailureLog
 from ..config import ConfigError
 from ..errors import DatasetError
-from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, load_checkpoint_file, load_weights,
-                         restore_run, save_checkpoint, unwrap)
+from ..models.weights import load_checkpoint_file, load_weights, unwrap
+from .checkpoint import RunState, atomic_torch_save, find_resume_checkpoint, restore_run, save_checkpoint
 from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_object, get_rank, get_world_size,
                           init_distributed, is_main_process)
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging

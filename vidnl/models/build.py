@@ -1,39 +1,104 @@
-"""Model registry: ``build_model(cfg)`` reads the config; modules themselves take plain arguments."""
+"""Model registry: ``build_model(cfg)`` reads the config; modules themselves take plain arguments.
+
+The config package checks keys, types and literal values only; what depends on the models is
+checked here, where they are built, with the same kind of :class:`ConfigError` naming the key:
+``check_model_config(cfg)`` (MODEL.ARCH registered, RESNET.DEPTH available, NONLOCAL.LOCATION in
+range, RESNET.INFLATE's shape; cheap, nothing is built) runs first in ``build_model``, and
+``nonlocal_factory`` turns a block constructor's ValueError into a ConfigError naming the
+NONLOCAL.* key (``NONLOCAL_OPTION_KEYS``). Tools that write files call ``check_model_config``
+before writing anything.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from typing import Callable, Sequence
 
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
-from ..nonlocal_blocks import build_nonlocal_block, insert_nonlocal
+from ..errors import ConfigError
+from ..nonlocal_blocks import BLOCK_REGISTRY, build_nonlocal_block, inner_channels, insert_nonlocal
+from ..registry import Registry
 from .p3d import P3D_BLOCKS
 from .resnet import STAGE_BLOCKS, VideoResNet
 from .resnet3d import RESNET3D_BLOCKS
 
-MODEL_REGISTRY: dict[str, Callable[[CfgNode], nn.Module]] = {}
-# name -> function cfg -> (stage names, residual blocks per stage): what NONLOCAL.LOCATION indexes.
-MODEL_STAGES: dict[str, Callable[[CfgNode], tuple[tuple[str, ...], tuple[int, ...]]]] = {}
+# MODEL.ARCH -> builder fn(cfg) -> nn.Module; metadata "stages": fn(cfg) -> (stage names, residual
+# blocks per stage), what NONLOCAL.LOCATION and RESNET.INFLATE index.
+MODEL_REGISTRY = Registry("model")
 
 
 def register_model(name: str, stages: Callable[[CfgNode], tuple[tuple[str, ...], tuple[int, ...]]]):
     """Register a builder ``fn(cfg) -> nn.Module`` under MODEL.ARCH ``name``. ``stages(cfg)``
     returns the stage names and block counts of the configured model (raise ValueError naming
-    the key for an unsupported depth); config validation checks NONLOCAL.LOCATION against it."""
-    def wrap(fn):
-        if name in MODEL_REGISTRY:
-            raise KeyError(f"model {name!r} registered twice")
-        MODEL_REGISTRY[name] = fn
-        MODEL_STAGES[name] = stages
-        return fn
-    return wrap
+    the key for an unsupported depth); ``check_model_config`` checks NONLOCAL.LOCATION and
+    RESNET.INFLATE against it."""
+    return MODEL_REGISTRY.register(name, stages=stages)
+
+
+def check_arch(arch: str) -> None:
+    """ConfigError unless ``arch`` (MODEL.ARCH) is a registered model."""
+    MODEL_REGISTRY.check(arch, "MODEL.ARCH")
 
 
 def model_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    if cfg.MODEL.ARCH not in MODEL_STAGES:
-        raise ValueError(f"MODEL.ARCH {cfg.MODEL.ARCH!r} is not registered; known: {sorted(MODEL_STAGES)}")
-    return MODEL_STAGES[cfg.MODEL.ARCH](cfg)
+    """(stage names, residual blocks per stage) of the configured model: what NONLOCAL.LOCATION
+    and RESNET.INFLATE index. ConfigError for an unknown MODEL.ARCH or an unavailable depth."""
+    check_arch(cfg.MODEL.ARCH)
+    try:
+        return MODEL_REGISTRY.metadata(cfg.MODEL.ARCH)["stages"](cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_nonlocal_location(location: Sequence, names: Sequence[str], blocks: Sequence[int], arch: str) -> None:
+    """The one range check of NONLOCAL.LOCATION: ``location[s]`` lists block indices of stage
+    ``s`` (``names[s]`` with ``blocks[s]`` residual blocks) of ``arch`` (e.g. "i3d (depth 50)").
+    Trailing empty entries beyond the stages are allowed (the 4-stage default on a 3-stage
+    net). Raises ConfigError naming the key, the stage and the allowed indices."""
+    loc = list(location)
+    if len(loc) > len(blocks) and any(loc[len(blocks):]):
+        raise ConfigError(
+            f"NONLOCAL.LOCATION: {loc!r} names {len(loc)} stages, but {arch} has {len(blocks)} "
+            f"({', '.join(names)})."
+        )
+    for stage, idx in enumerate(loc[:len(blocks)]):
+        if not isinstance(idx, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise ConfigError(
+                f"NONLOCAL.LOCATION: entry {stage} ({names[stage]}) must be a list of block indices, got {idx!r}."
+            )
+        for i in idx:
+            if not 0 <= i < blocks[stage]:
+                raise ConfigError(
+                    f"NONLOCAL.LOCATION: index {i} in {names[stage]} (entry {stage}) is out of range; "
+                    f"{arch} {names[stage]} has {blocks[stage]} blocks, allowed indices 0..{blocks[stage] - 1}."
+                )
+        if len(set(idx)) != len(idx):
+            raise ConfigError(f"NONLOCAL.LOCATION: repeated index in {names[stage]}: {list(idx)!r}.")
+
+
+def check_inflate(cfg: CfgNode, blocks: Sequence[int]) -> None:
+    """RESNET.INFLATE ([] or one list of 0/1 per residual block of every stage) fits ``blocks``."""
+    inflate = cfg.RESNET.INFLATE
+    if inflate and (len(inflate) != len(blocks) or any(
+            not isinstance(s, (list, tuple)) or len(s) != n or not all(v in (0, 1) for v in s)
+            for s, n in zip(inflate, blocks))):
+        raise ConfigError(
+            f"RESNET.INFLATE: expected one list of 0/1 per stage with {list(blocks)} entries for "
+            f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, got {inflate!r}."
+        )
+
+
+def check_model_config(cfg: CfgNode) -> None:
+    """What the config says about the model fits the registered models (ConfigError naming the
+    key otherwise): NONLOCAL.TYPE (a registered block), MODEL.ARCH, RESNET.DEPTH, NONLOCAL.LOCATION,
+    RESNET.INFLATE. Builds nothing;
+    the nonlocal block options are checked when the blocks are built (``nonlocal_factory``)."""
+    BLOCK_REGISTRY.check(cfg.NONLOCAL.TYPE, "NONLOCAL.TYPE")
+    names, blocks = model_stages(cfg)
+    check_nonlocal_location(cfg.NONLOCAL.LOCATION, names, blocks, f"{cfg.MODEL.ARCH} (depth {cfg.RESNET.DEPTH})")
+    check_inflate(cfg, blocks)
 
 
 def _resnet_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -74,16 +139,43 @@ def nonlocal_options(cfg: CfgNode) -> dict:
     }
 
 
+# Block argument -> the NONLOCAL.* key that sets it (see nonlocal_options): a block's ValueError
+# names the argument, the user's error names the key.
+NONLOCAL_OPTION_KEYS = {
+    "style": "NONLOCAL.STYLE", "pool_size": "NONLOCAL.POOL", "mode": "NONLOCAL.MODE",
+    "implementation": "NONLOCAL.IMPLEMENTATION", "kernel": "NONLOCAL.KERNEL", "norm": "NONLOCAL.NORM",
+    "order": "NONLOCAL.ORDER", "groups": "NONLOCAL.GROUPS", "recurrence": "NONLOCAL.RECURRENCE",
+    "num_stages": "NONLOCAL.NS_STAGES", "num_descriptors": "NONLOCAL.NUM_DESCRIPTORS", "bias": "NONLOCAL.BIAS",
+    "softmax_scale": "NONLOCAL.SOFTMAX_SCALE", "pool_at": "NONLOCAL.POOL_AT", "pool_ceil_mode": "NONLOCAL.POOL_CEIL_MODE",
+    "output_activation": "NONLOCAL.OUTPUT_ACTIVATION", "a_sign": "NONLOCAL.A_SIGN", "gamma": "NONLOCAL.CGNL_GAMMA",
+    "beta": "NONLOCAL.CGNL_BETA", "norm_layer": "NONLOCAL.CGNL_NORM",
+}
+
+
+def nonlocal_option_error(block_type: str, error: ValueError) -> ConfigError:
+    """A block constructor's ValueError as the user's error: arguments renamed to their
+    NONLOCAL.* keys ("does not take option 'recurrence'" -> "does not take NONLOCAL.RECURRENCE")."""
+    keys = NONLOCAL_OPTION_KEYS
+    msg = re.sub(r"option '(\w+)'", lambda m: keys.get(m.group(1), m.group(0)), str(error))
+    # "x=": the argument as a whole word only ("mode=" is not in "pool_ceil_mode=")
+    msg = re.sub(r"(?<![\w.])(\w+)=", lambda m: keys.get(m.group(1), m.group(1)) + "=", msg)
+    return ConfigError(f"NONLOCAL.TYPE {block_type!r}: {msg}")
+
+
 def nonlocal_inner_channels(cfg: CfgNode, dim: int) -> int:
-    return cfg.NONLOCAL.INNER_CHANNELS or max(1, int(round(dim * cfg.NONLOCAL.INNER_RATIO)))
+    return inner_channels(dim, cfg.NONLOCAL.INNER_CHANNELS or None, cfg.NONLOCAL.INNER_RATIO)
 
 
 def nonlocal_factory(cfg: CfgNode) -> Callable[[int], nn.Module]:
-    """A function channels -> nonlocal block, configured by cfg.NONLOCAL and cfg.BN."""
+    """A function channels -> nonlocal block, configured by cfg.NONLOCAL and cfg.BN. Options that
+    do not fit the type (or each other) raise ConfigError naming the NONLOCAL.* key."""
     options = nonlocal_options(cfg)
 
     def make(dim: int) -> nn.Module:
-        return build_nonlocal_block(cfg.NONLOCAL.TYPE, dim, dim_inner=nonlocal_inner_channels(cfg, dim), **options)
+        try:
+            return build_nonlocal_block(cfg.NONLOCAL.TYPE, dim, dim_inner=nonlocal_inner_channels(cfg, dim), **options)
+        except ValueError as e:
+            raise nonlocal_option_error(cfg.NONLOCAL.TYPE, e) from None
     return make
 
 
@@ -201,7 +293,7 @@ def _mars(cfg: CfgNode) -> nn.Module:
     model = MARS(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
                  cardinality=cfg.RESNET.CARDINALITY, alpha=cfg.MODEL.MARS_ALPHA, dropout=cfg.MODEL.DROPOUT_RATE)
     if cfg.MODEL.MARS_FLOW_CHECKPOINT:
-        from ..engine.checkpoint import load_weights
+        from .weights import load_weights
 
         # the teacher's classifier is never used (it may have other classes): not loaded
         load_weights(model.flow, cfg.MODEL.MARS_FLOW_CHECKPOINT, fmt="auto", skip=("head.*",))
@@ -221,7 +313,8 @@ def _vtn(cfg: CfgNode) -> nn.Module:
 
 
 def build_model(cfg: CfgNode) -> nn.Module:
-    """The model named by cfg.MODEL.ARCH, with nonlocal blocks at cfg.NONLOCAL.LOCATION."""
-    if cfg.MODEL.ARCH not in MODEL_REGISTRY:
-        raise KeyError(f"MODEL.ARCH {cfg.MODEL.ARCH!r} is not registered; known: {sorted(MODEL_REGISTRY)}")
+    """The model named by cfg.MODEL.ARCH, with nonlocal blocks at cfg.NONLOCAL.LOCATION.
+    A config that does not fit the models raises ConfigError naming the key (check_model_config,
+    nonlocal_factory) before anything is built."""
+    check_model_config(cfg)
     return MODEL_REGISTRY[cfg.MODEL.ARCH](cfg)

@@ -172,7 +172,7 @@ class ResNet50TP(nn.Module):
         """Load a torchvision-layout ResNet-50 state dict (``conv1.weight``, ``layer1.0.conv1.weight``,
         ...) from ``path`` into the backbone, strictly except for ``fc.*`` (the ImageNet classifier)
         and the nonlocal blocks (new). Never downloads."""
-        from ..engine.checkpoint import extract_model_state, load_checkpoint_file, load_model_weights
+        from .weights import extract_model_state, load_checkpoint_file, load_model_weights
 
         state = extract_model_state(load_checkpoint_file(path))
         if state and all(k.startswith("backbone.") for k in state):

@@ -28,19 +28,25 @@ def list_datasets() -> tuple[str, ...]:
     return DATASET_REGISTRY.names()
 
 
+def check_dataset_name(name: str, key: str) -> None:
+    """ConfigError naming ``key`` (TRAIN.DATASET / TEST.DATASET) unless ``name`` is registered."""
+    DATASET_REGISTRY.check(name, key)
+
+
 def build_dataset(name: str, cfg, split: str, single_view: bool = False):
-    """``DATASET_REGISTRY[name].from_cfg(cfg, split, single_view)``; an unknown name raises a
-    KeyError listing the known names (and the closest one)."""
-    return DATASET_REGISTRY.get(name).from_cfg(cfg, split, single_view=single_view)
+    """``DATASET_REGISTRY[name].from_cfg(cfg, split, single_view)``; an unknown name is a
+    ConfigError naming TRAIN.DATASET / TEST.DATASET and the registered names."""
+    check_dataset_name(name, "TRAIN.DATASET" if split == "train" else "TEST.DATASET")
+    return DATASET_REGISTRY[name].from_cfg(cfg, split, single_view=single_view)
 
 
 def preflight_split(name: str, cfg, split: str) -> None:
     """Read a CSV-listed split now (file, encoding, every label in [0, MODEL.NUM_CLASSES)), so a
     mistake in the test CSV stops the run before training instead of after it. Image datasets are
     checked when they are built."""
-    if name in DATASET_REGISTRY and issubclass(DATASET_REGISTRY[name], VideoCSVDataset):
+    if name not in DATASET_REGISTRY or issubclass(DATASET_REGISTRY[name], VideoCSVDataset):  # unknown: the error
         build_dataset(name, cfg, split)
 
 
 __all__ = ["ClipConfig", "VideoCSVDataset", "VideoRecord", "read_csv", "DATASET_REGISTRY", "build_dataset",
-           "list_datasets", "preflight_split"]
+           "list_datasets", "check_dataset_name", "preflight_split"]

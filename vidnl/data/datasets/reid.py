@@ -427,8 +427,7 @@ def _prid_from_cfg(r, split_id: int) -> ReIDData:
 def _dataset(cfg) -> str:
     """REID.DATASET, checked against the registry, with REID.ROOT set."""
     name = cfg.REID.DATASET
-    if name not in REID_DATASET_REGISTRY:
-        raise DatasetError(f"REID.DATASET {name!r} is unknown; choose one of {sorted(REID_DATASET_REGISTRY)}")
+    REID_DATASET_REGISTRY.check(name, "REID.DATASET")
     if not cfg.REID.ROOT:
         raise DatasetError(f"REID.ROOT is empty: set it to the folder of the "
                            f"{REID_DATASET_REGISTRY.metadata(name)['title']} download (layout in docs/reid.md)")
