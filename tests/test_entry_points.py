@@ -80,3 +80,37 @@ def test_run_cli_outcomes(capsys):
     assert run_cli(bug, [], tool="t") == EXIT_INTERNAL_ERROR
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'momentum'" in err and "bug in vidnl" in err.splitlines()[-1]
+
+
+def test_cli_entry_makes_main_end_like_the_shell(capsys):
+    """A decorated main(argv) returns the exit status itself: 2 and one line for a user error,
+    130 after Ctrl-C with the tool's note, 1 and the hint for a bug."""
+    from vidnl.cli import cli_entry
+    from vidnl.errors import ConfigError
+
+    @cli_entry(tool="t", interrupted="interrupted; rerun to resume")
+    def main(argv=None):
+        what = argv[0]
+        if what == "user":
+            raise ConfigError("SOLVER.BASE_LR must be > 0, got -1")
+        if what == "ctrl-c":
+            raise KeyboardInterrupt
+        if what == "bug":
+            raise ZeroDivisionError("oops")
+        return 0
+
+    assert main(["ok"]) == 0
+    assert main(["user"]) == 2 and capsys.readouterr().err == "t: error: SOLVER.BASE_LR must be > 0, got -1\n"
+    assert main(["ctrl-c"]) == 130 and capsys.readouterr().err == "t: interrupted; rerun to resume\n"
+    assert main(["bug"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError: oops" in err and "t: internal error: this is a bug in vidnl" in err
+
+
+def test_no_tool_writes_its_own_error_handling():
+    """Every tool ends through vidnl.cli (cli_entry or run_cli), none catches VidnlUserError itself."""
+    for name in sorted(os.listdir(os.path.join(ROOT, "tools"))):
+        if name.endswith(".py"):
+            text = open(os.path.join(ROOT, "tools", name), encoding="utf-8").read()
+            assert "except VidnlUserError" not in text, name
+            assert "cli_entry" in text or "run_cli" in text, name

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 from vidnl.errors import VidnlUserError  # noqa: E402
 
 
@@ -38,42 +38,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+@cli_entry(tool="convert_checkpoint")
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        from vidnl.config import load_config
-        from vidnl.engine.checkpoint import atomic_torch_save
-        from vidnl.models.weights import extract_model_state, load_checkpoint_file, load_weights
-        from vidnl.models import build_model
-        from vidnl.models.weight_formats import FORMATS, detect_format
+    from vidnl.config import load_config
+    from vidnl.engine.checkpoint import atomic_torch_save
+    from vidnl.models.weights import extract_model_state, load_checkpoint_file, load_weights
+    from vidnl.models import build_model
+    from vidnl.models.weight_formats import FORMATS, detect_format
 
-        if args.format not in FORMATS:
-            raise VidnlUserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
-        cfg = load_config(args.cfg, args.opts)
-        model = build_model(cfg)
-        ckpt = load_checkpoint_file(args.input)
-        fmt = args.format if args.format != "auto" else detect_format(extract_model_state(ckpt))
-        if fmt == "unknown":
-            print(f"{args.input}: no known layout recognised in its keys; read as vidnl keys")
-            fmt = "vidnl"
-        else:
-            print(f"{args.input}: {fmt} layout{' (detected)' if args.format == 'auto' else ''}")
-        report = load_weights(model, args.input, ckpt=ckpt, fmt=fmt, inflate=cfg.MODEL.INFLATE,
-                              skip=cfg.TRAIN.CHECKPOINT_SKIP if args.skip is None else args.skip)
-        total = len(model.state_dict())
-        print(f"mapped: {total - len(report['skipped'])} of {total} model tensors")
-        if report["skipped"]:
-            print(f"not taken from the file (--skip): {len(report['skipped'])}: {', '.join(report['skipped'][:20])}")
-        print("missing: 0, unexpected: 0")
-        atomic_torch_save({"model_state": model.state_dict(), "converted_from": os.path.abspath(args.input),
-                           "source_format": fmt}, args.output)
-        print(f"wrote {args.output}")
-    except VidnlUserError as e:
-        print(f"convert_checkpoint: error: {e}", file=sys.stderr)
-        return 2
+    if args.format not in FORMATS:
+        raise VidnlUserError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+    cfg = load_config(args.cfg, args.opts)
+    model = build_model(cfg)
+    ckpt = load_checkpoint_file(args.input)
+    fmt = args.format if args.format != "auto" else detect_format(extract_model_state(ckpt))
+    if fmt == "unknown":
+        print(f"{args.input}: no known layout recognised in its keys; read as vidnl keys")
+        fmt = "vidnl"
+    else:
+        print(f"{args.input}: {fmt} layout{' (detected)' if args.format == 'auto' else ''}")
+    report = load_weights(model, args.input, ckpt=ckpt, fmt=fmt, inflate=cfg.MODEL.INFLATE,
+                          skip=cfg.TRAIN.CHECKPOINT_SKIP if args.skip is None else args.skip)
+    total = len(model.state_dict())
+    print(f"mapped: {total - len(report['skipped'])} of {total} model tensors")
+    if report["skipped"]:
+        print(f"not taken from the file (--skip): {len(report['skipped'])}: {', '.join(report['skipped'][:20])}")
+    print("missing: 0, unexpected: 0")
+    atomic_torch_save({"model_state": model.state_dict(), "converted_from": os.path.abspath(args.input),
+                       "source_format": fmt}, args.output)
+    print(f"wrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

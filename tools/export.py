@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 from vidnl.config import load_config  # noqa: E402
 from vidnl.errors import VidnlUserError  # noqa: E402
 
@@ -43,35 +43,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("vidnl").setLevel(logging.INFO)  # vidnl's lines; the exporters' chatter stays off
-    try:
-        # the quick checks first, before the config's validation and the export import torch
-        if args.batch < 1 or (args.batch < 2 and not args.static_batch):
-            raise VidnlUserError(f"--batch {args.batch}: a dynamic batch needs an example batch of at least 2 "
-                                 f"(or pass --static-batch)")
-        if not os.path.isfile(args.weights):
-            raise VidnlUserError(f"--weights: checkpoint not found: {args.weights}")
-        cfg = load_config(args.cfg_file, list(args.overrides))
-        from vidnl.export import build_export_model, example_input, export_model, max_abs_diff
+    # the quick checks first, before the config's validation and the export import torch
+    if args.batch < 1 or (args.batch < 2 and not args.static_batch):
+        raise VidnlUserError(f"--batch {args.batch}: a dynamic batch needs an example batch of at least 2 "
+                             f"(or pass --static-batch)")
+    if not os.path.isfile(args.weights):
+        raise VidnlUserError(f"--weights: checkpoint not found: {args.weights}")
+    cfg = load_config(args.cfg_file, list(args.overrides))
+    from vidnl.export import build_export_model, example_input, export_model, max_abs_diff
 
-        model = build_export_model(cfg, args.weights)
-        example = example_input(cfg, args.batch)
-        export_model(model, example, args.out, args.fmt, dynamic_batch=not args.static_batch, opset=args.opset)
-        message = f"wrote {os.path.abspath(args.out)} ({args.fmt}, input {'B' if not args.static_batch else args.batch}" \
-                  f"x{'x'.join(map(str, example.shape[1:]))})"
-        if args.check:
-            check_batch = args.batch if args.static_batch else args.batch + 1
-            diff = max_abs_diff(model, args.out, args.fmt, example_input(cfg, check_batch, seed=1))
-            message += f"; max |exported - PyTorch| = {diff:.2e} on a batch of {check_batch}"
-        print(message)
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
+    model = build_export_model(cfg, args.weights)
+    example = example_input(cfg, args.batch)
+    export_model(model, example, args.out, args.fmt, dynamic_batch=not args.static_batch, opset=args.opset)
+    message = f"wrote {os.path.abspath(args.out)} ({args.fmt}, input {'B' if not args.static_batch else args.batch}" \
+              f"x{'x'.join(map(str, example.shape[1:]))})"
+    if args.check:
+        check_batch = args.batch if args.static_batch else args.batch + 1
+        diff = max_abs_diff(model, args.out, args.fmt, example_input(cfg, check_batch, seed=1))
+        message += f"; max |exported - PyTorch| = {diff:.2e} on a batch of {check_batch}"
+    print(message)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

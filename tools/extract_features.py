@@ -24,8 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import UsageError, check_files, run_cli, split_overrides  # noqa: E402
-from vidnl.errors import VidnlUserError  # noqa: E402
+from vidnl.cli import UsageError, check_files, cli_entry, split_overrides  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,61 +53,55 @@ def _atomic_write(path: str, write) -> None:
     os.replace(tmp, path)
 
 
+@cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="vidnl: %(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        from vidnl.config import load_config
-        from vidnl.errors import ConfigError
+    from vidnl.config import load_config
+    from vidnl.errors import ConfigError
 
-        check_files(args.weights, args.inputs, "tracklets", "folders of frames, video files or folders of them")
-        cfg = load_config(args.cfg_file, args.overrides)
-        if cfg.MODEL.TASK != "reid":
-            raise ConfigError(f"MODEL.TASK is {cfg.MODEL.TASK!r} in {args.cfg_file}: feature extraction needs a re-ID "
-                              f"config (MODEL.TASK reid, e.g. configs/MARS/R50tp_SNL.yaml)")
-        import numpy as np
+    check_files(args.weights, args.inputs, "tracklets", "folders of frames, video files or folders of them")
+    cfg = load_config(args.cfg_file, args.overrides)
+    if cfg.MODEL.TASK != "reid":
+        raise ConfigError(f"MODEL.TASK is {cfg.MODEL.TASK!r} in {args.cfg_file}: feature extraction needs a re-ID "
+                          f"config (MODEL.TASK reid, e.g. configs/MARS/R50tp_SNL.yaml)")
+    import numpy as np
 
-        from vidnl.engine.setup import seed_everything
-        from vidnl.reid_features import extract_features_from_config
+    from vidnl.engine.setup import seed_everything
+    from vidnl.reid_features import extract_features_from_config
 
-        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
-        start = time.time()
-        out = extract_features_from_config(cfg, args.weights, args.inputs)
-        elapsed = time.time() - start
-        for f in out["failed"]:
-            print(f"vidnl: cannot read tracklet {f['name']}: {f['reason']}", file=sys.stderr)
-        n, total = len(out["names"]), len(out["names"]) + len(out["failed"])
-        if n:
-            names = np.array(out["names"], dtype=str)
-            frames = np.array(out["num_frames"], dtype=np.int64)
+    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+    start = time.time()
+    out = extract_features_from_config(cfg, args.weights, args.inputs)
+    elapsed = time.time() - start
+    for f in out["failed"]:
+        print(f"vidnl: cannot read tracklet {f['name']}: {f['reason']}", file=sys.stderr)
+    n, total = len(out["names"]), len(out["names"]) + len(out["failed"])
+    if n:
+        names = np.array(out["names"], dtype=str)
+        frames = np.array(out["num_frames"], dtype=np.int64)
 
-            def save(tmp):
-                with open(tmp, "wb") as f:
-                    np.savez(f, names=names, features=out["features"], num_frames=frames)
+        def save(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, names=names, features=out["features"], num_frames=frames)
 
-            _atomic_write(args.out, save)
-        if args.json:
-            doc = {"config": args.cfg_file, "weights": args.weights, "features_file": args.out if n else None,
-                   "feature_dim": int(out["features"].shape[1]), "names": out["names"],
-                   "num_frames": out["num_frames"], "features": out["features"].tolist(), "failed": out["failed"]}
+        _atomic_write(args.out, save)
+    if args.json:
+        doc = {"config": args.cfg_file, "weights": args.weights, "features_file": args.out if n else None,
+               "feature_dim": int(out["features"].shape[1]), "names": out["names"],
+               "num_frames": out["num_frames"], "features": out["features"].tolist(), "failed": out["failed"]}
 
-            def dump(tmp):
-                with open(tmp, "w") as f:
-                    json.dump(doc, f, indent=1)
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=1)
 
-            _atomic_write(args.json, dump)
-        if not n:
-            raise UsageError(f"none of the {total} tracklets could be read; nothing written to {args.out}")
-        print(f"{n} of {total} tracklets embedded ({out['features'].shape[1]}-d, REID.SEQ_LEN {cfg.REID.SEQ_LEN}) in "
-              f"{elapsed:.2f} s; features in {args.out}")
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vidnl: interrupted", file=sys.stderr)
-        return 130
+        _atomic_write(args.json, dump)
+    if not n:
+        raise UsageError(f"none of the {total} tracklets could be read; nothing written to {args.out}")
+    print(f"{n} of {total} tracklets embedded ({out['features'].shape[1]}-d, REID.SEQ_LEN {cfg.REID.SEQ_LEN}) in "
+          f"{elapsed:.2f} s; features in {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -20,27 +20,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 
 import torch  # noqa: E402
 
 from vidnl.config import load_config  # noqa: E402
-from vidnl.errors import VidnlUserError  # noqa: E402
 
 IMAGE_ARCHS = ("resnet2d", "preresnet", "preresnet_snl_code")
 
 
+@cli_entry()
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", dest="cfg_file", default=None)
     p.add_argument("--json", default=None, help="also write the table here")
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
-    try:
-        cfg = load_config(a.cfg_file, a.overrides)
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(a.cfg_file, a.overrides)
     from vidnl.models import build_model
     from vidnl.models.complexity import complexity_table, format_table
 
@@ -48,15 +44,11 @@ def main(argv=None) -> int:
     size = cfg.DATA.TRAIN_CROP_SIZE
     shape = (1, cfg.DATA.INPUT_CHANNEL_NUM, t, size, size)
     try:
-        try:
-            with torch.device("meta"):
-                model = build_model(cfg)
-            rows = complexity_table(model, torch.empty(shape, device="meta"))
-        except (NotImplementedError, RuntimeError):  # an op without a meta kernel, or one that reads values
-            rows = complexity_table(build_model(cfg), torch.randn(shape))
-    except VidnlUserError as e:  # e.g. a checkpoint file the model builder reads is missing
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
+        with torch.device("meta"):
+            model = build_model(cfg)
+        rows = complexity_table(model, torch.empty(shape, device="meta"))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel, or one that reads values
+        rows = complexity_table(build_model(cfg), torch.randn(shape))
     print(f"{cfg.MODEL.ARCH} depth {cfg.RESNET.DEPTH}, input 1x{cfg.DATA.INPUT_CHANNEL_NUM}x{t}x{size}x{size}; "
           f"FLOPs = multiply-adds (conv, matmul, attention)")
     print(format_table(rows))
@@ -67,4 +59,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

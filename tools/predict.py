@@ -27,8 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import UsageError, check_files, run_cli, split_overrides  # noqa: E402
-from vidnl.errors import VidnlUserError  # noqa: E402
+from vidnl.cli import UsageError, check_files, cli_entry, split_overrides  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,67 +61,61 @@ def format_result(res: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="vidnl: %(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        from vidnl.config import load_config
+    from vidnl.config import load_config
 
-        check_files(args.weights, args.inputs, "videos", "video files, folders or .csv/.txt lists")
-        if args.topk < 1:
-            raise UsageError(f"--topk must be at least 1, got {args.topk}")
-        cfg = load_config(args.cfg_file, args.overrides)
-        from vidnl.predict import PredictInputError, expand_inputs, predict_from_config, resolve_class_names
+    check_files(args.weights, args.inputs, "videos", "video files, folders or .csv/.txt lists")
+    if args.topk < 1:
+        raise UsageError(f"--topk must be at least 1, got {args.topk}")
+    cfg = load_config(args.cfg_file, args.overrides)
+    from vidnl.predict import PredictInputError, expand_inputs, predict_from_config, resolve_class_names
 
-        d = cfg.DATA
-        videos = expand_inputs(args.inputs, path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR,
-                               frame_template=d.FRAME_TEMPLATE)
-        names, source = resolve_class_names(cfg.MODEL.NUM_CLASSES, args.classes, d.PATH_TO_DATA_DIR)
-        from vidnl.engine.setup import seed_everything
+    d = cfg.DATA
+    videos = expand_inputs(args.inputs, path_prefix=d.PATH_PREFIX, separator=d.PATH_LABEL_SEPARATOR,
+                           frame_template=d.FRAME_TEMPLATE)
+    names, source = resolve_class_names(cfg.MODEL.NUM_CLASSES, args.classes, d.PATH_TO_DATA_DIR)
+    from vidnl.engine.setup import seed_everything
 
-        seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
-        start = time.time()
+    seed_everything(cfg.RNG_SEED, cfg.NUM_THREADS)
+    start = time.time()
 
-        def show(res: dict) -> None:
-            if "error" in res:
-                print(f"vidnl: {format_result(res)}", file=sys.stderr)
-            else:
-                print(format_result(res), flush=True)
+    def show(res: dict) -> None:
+        if "error" in res:
+            print(f"vidnl: {format_result(res)}", file=sys.stderr)
+        else:
+            print(format_result(res), flush=True)
 
-        results = predict_from_config(cfg, args.weights, videos, class_names=names, topk=args.topk, on_result=show)
-        elapsed = time.time() - start
-        scored = [r for r in results if "error" not in r]
-        failed = [r for r in results if "error" in r]
-        print(f"scored {len(scored)} of {len(results)} videos in {elapsed:.2f} s "
-              f"({cfg.TEST.NUM_ENSEMBLE_VIEWS} x {cfg.TEST.NUM_SPATIAL_CROPS} views, {cfg.TEST.ENSEMBLE_METHOD}; "
-              f"class names: {source})", flush=True)
-        if args.json:
-            out = {"config": args.cfg_file, "weights": args.weights, "overrides": args.overrides,
-                   "ensemble": cfg.TEST.ENSEMBLE_METHOD,
-                   "views_per_video": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
-                   "class_names": names, "class_names_source": source, "num_scored": len(scored),
-                   "num_failed": len(failed), "time_s": elapsed, "videos": results,
-                   "failed_videos": [{"path": r["path"], "reason": r["error"]} for r in failed]}
-            folder = os.path.dirname(os.path.abspath(args.json))
-            os.makedirs(folder, exist_ok=True)
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(out, f, indent=1)
-            os.replace(tmp, args.json)
-        if failed:
-            print(f"vidnl: {len(failed)} of {len(results)} videos could not be decoded: "
-                  + ", ".join(r["path"] for r in failed), file=sys.stderr)
-        if not scored:
-            raise PredictInputError(f"none of the {len(results)} videos could be scored"
-                                    + (f" (listed in {args.json})" if args.json else ""))
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vidnl: interrupted", file=sys.stderr)
-        return 130
+    results = predict_from_config(cfg, args.weights, videos, class_names=names, topk=args.topk, on_result=show)
+    elapsed = time.time() - start
+    scored = [r for r in results if "error" not in r]
+    failed = [r for r in results if "error" in r]
+    print(f"scored {len(scored)} of {len(results)} videos in {elapsed:.2f} s "
+          f"({cfg.TEST.NUM_ENSEMBLE_VIEWS} x {cfg.TEST.NUM_SPATIAL_CROPS} views, {cfg.TEST.ENSEMBLE_METHOD}; "
+          f"class names: {source})", flush=True)
+    if args.json:
+        out = {"config": args.cfg_file, "weights": args.weights, "overrides": args.overrides,
+               "ensemble": cfg.TEST.ENSEMBLE_METHOD,
+               "views_per_video": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
+               "class_names": names, "class_names_source": source, "num_scored": len(scored),
+               "num_failed": len(failed), "time_s": elapsed, "videos": results,
+               "failed_videos": [{"path": r["path"], "reason": r["error"]} for r in failed]}
+        folder = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(folder, exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.json)
+    if failed:
+        print(f"vidnl: {len(failed)} of {len(results)} videos could not be decoded: "
+              + ", ".join(r["path"] for r in failed), file=sys.stderr)
+    if not scored:
+        raise PredictInputError(f"none of the {len(results)} videos could be scored"
+                                + (f" (listed in {args.json})" if args.json else ""))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

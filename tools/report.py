@@ -21,9 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 
-from vidnl.errors import VidnlUserError  # noqa: E402
 
 
 def _default_split(output_dir: str) -> str:
@@ -39,6 +38,7 @@ def _default_split(output_dir: str) -> str:
         return "test"
 
 
+@cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output_dir", help="the run's OUTPUT_DIR (holds log.txt)")
@@ -51,30 +51,26 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=2, help="how many test clips get attention maps")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides of the config (last)")
     a = p.parse_args(argv)
-    try:
-        from vidnl.engine.report import ReportError, attention_source_from_run, read_log, write_report
+    from vidnl.engine.report import ReportError, attention_source_from_run, read_log, write_report
 
-        if not os.path.isdir(a.output_dir):
-            raise ReportError(f"{a.output_dir} is not a folder: give the OUTPUT_DIR of a vidnl run")
-        read_log(os.path.join(a.output_dir, "log.txt"))  # the one thing a report cannot do without
-        if a.worst < 0 or a.clips < 0:
-            raise ReportError(f"--worst and --clips must be >= 0, got {a.worst} and {a.clips}")
-        start = time.time()
-        split = a.split or _default_split(a.output_dir)
-        attention = None
-        if a.no_attention or a.clips == 0:
-            attention = "Attention maps not rendered (--no-attention)."
-        else:
-            attention = attention_source_from_run(a.output_dir, split, a.cfg_file, a.checkpoint, a.opts)
-            if not isinstance(attention, str):
-                attention.num_clips = a.clips
-        out = write_report(a.output_dir, a.out, split=split, attention=attention, worst=a.worst)
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
+    if not os.path.isdir(a.output_dir):
+        raise ReportError(f"{a.output_dir} is not a folder: give the OUTPUT_DIR of a vidnl run")
+    read_log(os.path.join(a.output_dir, "log.txt"))  # the one thing a report cannot do without
+    if a.worst < 0 or a.clips < 0:
+        raise ReportError(f"--worst and --clips must be >= 0, got {a.worst} and {a.clips}")
+    start = time.time()
+    split = a.split or _default_split(a.output_dir)
+    attention = None
+    if a.no_attention or a.clips == 0:
+        attention = "Attention maps not rendered (--no-attention)."
+    else:
+        attention = attention_source_from_run(a.output_dir, split, a.cfg_file, a.checkpoint, a.opts)
+        if not isinstance(attention, str):
+            attention.num_clips = a.clips
+    out = write_report(a.output_dir, a.out, split=split, attention=attention, worst=a.worst)
     print(f"{out} ({time.time() - start:.2f} s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -16,9 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 from vidnl.config import load_config  # noqa: E402
-from vidnl.errors import VidnlUserError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,37 +43,31 @@ def check_what_the_config_names(cfg) -> None:
     check_backend(cfg.DATA.DECODING_BACKEND)
 
 
+@cli_entry(tool="vidnl", interrupted="interrupted; rerun the same command to resume from the last checkpoint")
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.cfg_file, list(args.overrides) + list(args.opts))
-        check_what_the_config_names(cfg)
-        if cfg.MODEL.TASK == "reid":
-            from vidnl.engine.reid import test, train
-        else:
-            from vidnl.engine import test, train
+    cfg = load_config(args.cfg_file, list(args.overrides) + list(args.opts))
+    check_what_the_config_names(cfg)
+    if cfg.MODEL.TASK == "reid":
+        from vidnl.engine.reid import test, train
+    else:
+        from vidnl.engine import test, train
 
-        from vidnl.engine.output_dir import output_dir_lock, prepare_output_dir
+    from vidnl.engine.output_dir import output_dir_lock, prepare_output_dir
 
-        prepare_output_dir(cfg.OUTPUT_DIR)
-        with output_dir_lock(cfg.OUTPUT_DIR, enabled=int(os.environ.get("RANK", "0")) == 0):
-            if cfg.TRAIN.ENABLE:
-                train(cfg)
-            if cfg.TEST.ENABLE:
-                results = test(cfg)
-                if "headline" in results:
-                    print(f"{results['headline']}; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
-                else:
-                    print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} "
-                          f"videos; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vidnl: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    prepare_output_dir(cfg.OUTPUT_DIR)
+    with output_dir_lock(cfg.OUTPUT_DIR, enabled=int(os.environ.get("RANK", "0")) == 0):
+        if cfg.TRAIN.ENABLE:
+            train(cfg)
+        if cfg.TEST.ENABLE:
+            results = test(cfg)
+            if "headline" in results:
+                print(f"{results['headline']}; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
+            else:
+                print(f"video top-1 {results['video_top1']:.2f}% on {results['num_videos']} {cfg.TEST.SPLIT} "
+                      f"videos; outputs in {os.path.abspath(cfg.OUTPUT_DIR)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import run_cli  # noqa: E402
+from vidnl.cli import cli_entry  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -60,6 +60,7 @@ def load_clip(cfg, video: str) -> torch.Tensor:
     return dataset.normalizer(item["inputs"][:1])
 
 
+@cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", dest="cfg_file", required=True)
@@ -70,41 +71,37 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="attention")
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
-    try:
-        cfg = load_config(a.cfg_file, a.overrides)
-        from vidnl.models.weights import load_weights
-        from vidnl.models import build_model
-        from vidnl.engine.attention import nonlocal_block_names
+    cfg = load_config(a.cfg_file, a.overrides)
+    from vidnl.models.weights import load_weights
+    from vidnl.models import build_model
+    from vidnl.engine.attention import nonlocal_block_names
 
-        model = build_model(cfg).eval()
-        if a.checkpoint:
-            load_weights(model, a.checkpoint, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
-        blocks = nonlocal_block_names(model)
-        if a.block:
-            if a.block not in blocks:
-                raise VidnlUserError(f"--block {a.block!r} is not a nonlocal block of this model; it has {blocks}")
-            blocks = [a.block]
-        if not blocks:
-            raise VidnlUserError("the model has no nonlocal block (set NONLOCAL.LOCATION)")
-        modules = dict(model.named_modules())
-        clip = load_clip(cfg, a.video)
-        for q in a.queries:
-            if not 0 <= q[0] < clip.shape[2]:
-                raise VidnlUserError(f"query frame {q[0]} is outside the clip's {clip.shape[2]} frames")
-        os.makedirs(a.out, exist_ok=True)
-        for name in blocks:
-            maps = attention_maps(model, name, clip, a.queries)
-            path = os.path.join(a.out, f"attention_{name.replace('.', '_')}.png")
-            render(clip, maps, list(cfg.DATA.MEAN), list(cfg.DATA.STD), path,
-                   f"{type(modules[name]).__name__} {name}: affinity rows of {len(maps)} queries",
-                   row_labels=[f"query {t}:{y:g},{x:g}" for t, y, x in a.queries])
-            np.savez_compressed(path[:-4] + ".npz", **{f"query_{i}": m["map"] for i, m in enumerate(maps)})
-            print(f"{name}: {path}")
-    except VidnlUserError as e:
-        print(f"vidnl: error: {e}", file=sys.stderr)
-        return 2
+    model = build_model(cfg).eval()
+    if a.checkpoint:
+        load_weights(model, a.checkpoint, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
+    blocks = nonlocal_block_names(model)
+    if a.block:
+        if a.block not in blocks:
+            raise VidnlUserError(f"--block {a.block!r} is not a nonlocal block of this model; it has {blocks}")
+        blocks = [a.block]
+    if not blocks:
+        raise VidnlUserError("the model has no nonlocal block (set NONLOCAL.LOCATION)")
+    modules = dict(model.named_modules())
+    clip = load_clip(cfg, a.video)
+    for q in a.queries:
+        if not 0 <= q[0] < clip.shape[2]:
+            raise VidnlUserError(f"query frame {q[0]} is outside the clip's {clip.shape[2]} frames")
+    os.makedirs(a.out, exist_ok=True)
+    for name in blocks:
+        maps = attention_maps(model, name, clip, a.queries)
+        path = os.path.join(a.out, f"attention_{name.replace('.', '_')}.png")
+        render(clip, maps, list(cfg.DATA.MEAN), list(cfg.DATA.STD), path,
+               f"{type(modules[name]).__name__} {name}: affinity rows of {len(maps)} queries",
+               row_labels=[f"query {t}:{y:g},{x:g}" for t, y, x in a.queries])
+        np.savez_compressed(path[:-4] + ".npz", **{f"query_{i}": m["map"] for i, m in enumerate(maps)})
+        print(f"{name}: {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -1,7 +1,10 @@
 """How every command-line entry point (tools/, data_prep/) ends.
 
+    @cli_entry()                      # main(argv) itself ends as below (tests call it directly)
+    def main(argv=None) -> int: ...
+
     if __name__ == "__main__":
-        sys.exit(run_cli(main))
+        sys.exit(main())              # or sys.exit(run_cli(main)) for an undecorated main
 
 * a user error (``VidnlUserError``: config, dataset, checkpoint; or an ``OSError`` on a file or
   folder: missing, unreadable, not writable, disk full) -> one line ``<tool>: error: ...`` on
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -66,9 +70,10 @@ def user_error_message(e: BaseException) -> str:
     return str(e)
 
 
-def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool: str | None = None) -> int:
+def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool: str | None = None,
+            interrupted: str = "interrupted") -> int:
     """Run ``main(argv)`` (or ``main()`` when argv is None) and turn its outcome into an exit
-    status as described in the module docstring."""
+    status as described in the module docstring; ``interrupted`` is the note after Ctrl-C."""
     tool = tool or os.path.basename(sys.argv[0] or "vidnl")
     try:
         code = main(argv) if argv is not None else main()
@@ -80,7 +85,7 @@ def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool
         print(f"{tool}: error: {user_error_message(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"{tool}: interrupted", file=sys.stderr)
+        print(f"{tool}: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit:
         raise
@@ -88,3 +93,16 @@ def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool
         traceback.print_exc()
         print(INTERNAL_ERROR_HINT.format(tool=tool), file=sys.stderr)
         return EXIT_INTERNAL_ERROR
+
+
+def cli_entry(*, tool: str = "vidnl", interrupted: str = "interrupted"):
+    """Decorator for a tool's ``main(argv=None)``: calling the decorated ``main`` runs it through
+    :func:`run_cli` (messages as ``<tool>: error: ...``) and returns the exit status, so the tool
+    writes no error handling of its own and a test calling ``main([...])`` sees what the shell
+    would."""
+    def wrap(fn: Callable[..., int | None]) -> Callable[..., int]:
+        @functools.wraps(fn)
+        def main(argv: list[str] | None = None) -> int:
+            return run_cli(fn, argv, tool=tool, interrupted=interrupted)
+        return main
+    return wrap
