@@ -12,3 +12,14 @@ class DatasetError(VidnlUserError, ValueError):
 
 class ConfigError(VidnlUserError, ValueError):
     """A user error in a config file or override; the message names the key and what is allowed."""
+
+
+def decode_utf8(data: bytes, path: str, error: type[VidnlUserError]) -> str:
+    """The text of a file's bytes as UTF-8 (a byte-order mark dropped); any other encoding raises
+    ``error`` naming the file, the line and the first byte that is not UTF-8 ("path:3: not
+    UTF-8 text (byte 0xe9); save the file as UTF-8")."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as UTF-8") from None

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import yaml
 from fvcore.common.config import CfgNode
 
-from ..errors import ConfigError
+from ..errors import ConfigError, decode_utf8
 from . import defaults_data, defaults_reid
 
 EXTENSIONS = (defaults_data, defaults_reid)  # config groups added by other areas (keys + rules)
@@ -167,12 +167,7 @@ def _read_yaml_with_base(path: str, seen: tuple = ()) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"Config file {path} is not UTF-8 text (line {line}); save it as UTF-8.") from None
+        text = decode_utf8(f.read(), f"Config file {path}", ConfigError)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...errors import DatasetError
+from ...errors import DatasetError, decode_utf8
 from .. import sampling, transforms
 from ..decoding import DecodeError, read_frames
 from ..model_input import InputNormalizer
@@ -65,14 +65,7 @@ def read_text_lines(path: str) -> list[str]:
     """The lines of a UTF-8 text file (a byte-order mark is dropped); any other encoding is a
     DatasetError naming the file and the line of the first byte that is not UTF-8."""
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        lineno = data.count(b"\n", 0, e.start) + 1
-        raise DatasetError(f"{path}:{lineno}: not UTF-8 text (byte {data[e.start]:#04x}); save the file as "
-                           f"UTF-8") from None
-    return text.splitlines()
+        return decode_utf8(f.read(), path, DatasetError).splitlines()
 
 
 def read_csv(csv_path: str, path_prefix: str = "", separator: str = " ",
