@@ -174,3 +174,13 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     with open(first, "w") as f:
         f.write("999999999")  # a process that no longer exists
     assert rfs.claim(str(tmp_path), "full/texture/rf11/nl/seed0") == first
+
+
+def test_large_budget_is_8x_the_samples_in_its_own_files():
+    full, large = rfs.BUDGETS["full"], rfs.BUDGETS["large"]
+    assert large["texture"].n_train == 8 * full["texture"].n_train
+    assert large["motion"].n_train == 8 * full["motion"].n_train
+    assert rfs.parse_args(["--budget", "large"]).budget == "large"
+    with pytest.raises(SystemExit):
+        rfs.parse_args(["--budget", "quick"])  # quick is --quick, not a budget to choose
+    assert rfs.cell_key("motion", "rf11", "nl", 0, "large") != rfs.cell_key("motion", "rf11", "nl", 0, "full")
