@@ -131,6 +131,9 @@ def test_run_net_reports_config_errors_without_traceback(opts_flag, tmp_path):
     (["RESNET.INFLATE", "[[1]]"], "RESNET.INFLATE: expected one list of 0/1 per stage"),
     (["TRAIN.DATASET", "kinetic"], "TRAIN.DATASET: 'kinetic' is not allowed; choose one of "),
     (["TEST.DATASET", "ucf"], "TEST.DATASET: 'ucf' is not allowed; choose one of "),
+    (["NONLOCAL.TYPE", "snll"], "NONLOCAL.TYPE: 'snll' is not allowed; choose one of "),
+    (["MODEL.TASK", "reid", "MODEL.ARCH", "resnet50tp", "REID.DATASET", "prid2011"],
+     "REID.DATASET: 'prid2011' is not allowed; choose one of 'ilidsvid', 'mars', 'prid'."),
 ])
 def test_run_net_checks_what_the_config_names_before_writing(opts, message, tmp_path, capsys):
     """The config package loads these (it does not know models or datasets); run_net asks the

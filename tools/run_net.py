@@ -38,8 +38,13 @@ def check_what_the_config_names(cfg) -> None:
     from vidnl.models.build import check_model_config
 
     check_model_config(cfg)
-    check_dataset_name(cfg.TRAIN.DATASET, "TRAIN.DATASET")
-    check_dataset_name(cfg.TEST.DATASET, "TEST.DATASET")
+    if cfg.MODEL.TASK == "reid":
+        from vidnl.data.datasets.reid import REID_DATASET_REGISTRY
+
+        REID_DATASET_REGISTRY.check(cfg.REID.DATASET, "REID.DATASET")
+    else:
+        check_dataset_name(cfg.TRAIN.DATASET, "TRAIN.DATASET")
+        check_dataset_name(cfg.TEST.DATASET, "TEST.DATASET")
     check_backend(cfg.DATA.DECODING_BACKEND)
 
 
