@@ -63,3 +63,30 @@ def tiny_opts(data_dir: str, out_dir: str, **extra) -> list[str]:
     for k, v in opts.items():
         flat += [k, str(v)]
     return flat
+
+
+def run_two_nodes(args: list[str], timeout: int = 600) -> None:
+    """``python -m torch.distributed.run ... args`` as two nodes of one process each, rendezvous
+    over c10d at 127.0.0.1 (what ``--nnodes 2`` on two machines does, simulated on this one):
+    node 0 hosts the store. Both must exit 0."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+         "--rdzv_id", f"vidnl-test-{port}", "--rdzv_conf", f"is_host={int(rank == 0)}"] + list(args),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env) for rank in (0, 1)]
+    outs = []
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"node {rank}: exit {p.returncode}\n{out[-3000:]}\n{err[-3000:]}"

@@ -13,7 +13,7 @@ from vidnl.data.samplers import GlobalBatchSampler, shard_indices
 from vidnl.engine.checkpoint import list_checkpoints
 from vidnl.models.weights import load_checkpoint_file
 
-from conftest import ROOT, tiny_opts
+from conftest import ROOT, run_two_nodes, tiny_opts
 
 
 def test_global_batch_sampler_splits_each_global_batch():
@@ -87,3 +87,26 @@ def test_two_processes_match_one(tiny_dataset, tmp_path):
     for x, y in zip(p1["predictions"], p2["predictions"]):
         assert x["pred"] == y["pred"]
         torch.testing.assert_close(torch.tensor(x["scores"]), torch.tensor(y["scores"]), rtol=0, atol=1e-5)
+
+
+def test_two_nodes_match_one(tiny_dataset, tmp_path):
+    """Two machines simulated on this one (torchrun --nnodes 2, c10d rendezvous at 127.0.0.1, one
+    gloo process per node): training and test give the one-process weights and metrics."""
+    extra = {"SOLVER.MAX_EPOCH": 1, "BN.FROZEN": False, "MODEL.DROPOUT_RATE": 0.5, "TRAIN.EVAL_PERIOD": 0,
+             "SOLVER.OPTIMIZING_METHOD": "sgd", "SOLVER.LR_POLICY": "constant"}
+    script = os.path.join(ROOT, "tools", "run_net.py")
+    single, nodes = str(tmp_path / "one"), str(tmp_path / "nodes")
+    run([sys.executable, script] + tiny_opts(tiny_dataset, single, **extra))
+    run_two_nodes([script] + tiny_opts(tiny_dataset, nodes, **extra))
+    assert "x 2 processes" in open(os.path.join(nodes, "log.txt")).read()
+    a = load_checkpoint_file(list_checkpoints(single)[-1])["model_state"]
+    b = load_checkpoint_file(list_checkpoints(nodes)[-1])["model_state"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    p1 = json.load(open(os.path.join(single, "predictions_test.json")))
+    p2 = json.load(open(os.path.join(nodes, "predictions_test.json")))
+    assert p1["num_videos"] == p2["num_videos"] > 0
+    for key in ("video_top1", "clip_top1", "video_top1_mean_logits"):
+        assert abs(p1[key] - p2[key]) < 1e-9, key
+    for x, y in zip(p1["predictions"], p2["predictions"]):
+        torch.testing.assert_close(torch.tensor(x["scores"]), torch.tensor(y["scores"]), rtol=0, atol=1e-4)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_two_nodes
 from test_reid_data import write_mars
 from test_reid_engine import identity_frame, tiny_opts
 from vidnl.config import load_config
@@ -115,6 +116,18 @@ def test_two_processes_match_one_and_resume(tiny_mars, tmp_path):
         assert abs(r1[key] - r2[key]) <= 1e-6, key
     np.testing.assert_allclose(r1["cmc"], r2["cmc"], rtol=0, atol=1e-6)
     assert stats(double, "test_reid")[0]["world_size"] == 2
+
+    # two machines simulated on this one (torchrun --nnodes 2, c10d rendezvous, one process per
+    # node): the same validation and test metrics as one process
+    nodes = str(tmp_path / "nodes")
+    run_two_nodes(script + tiny_opts(tiny_mars, nodes, **extra))
+    assert "x 2 processes" in open(os.path.join(nodes, "log.txt")).read()
+    for x, y in zip(stats(single, "val_epoch"), stats(nodes, "val_epoch")):
+        for key in ("rank1", "mAP"):
+            assert abs(x[key] - y[key]) <= 1e-4 * max(1.0, abs(x[key])), (key, x, y)
+    r3 = json.load(open(os.path.join(nodes, "reid_results_test.json")))
+    for key in ("rank1", "rank5", "mAP"):
+        assert abs(r1[key] - r3[key]) <= 1e-6, key
 
     # a 2-process run resumed from its mid-epoch checkpoint after 1 epoch + 1 iteration ends with
     # the weights of the uninterrupted 2-process run
