@@ -3,7 +3,6 @@ train, validate and test like one process and resume exactly."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -129,18 +128,24 @@ def test_two_processes_match_one_and_resume(tiny_mars, tmp_path):
     for key in ("rank1", "rank5", "mAP"):
         assert abs(r1[key] - r3[key]) <= 1e-6, key
 
-    # a 2-process run resumed from its mid-epoch checkpoint after 1 epoch + 1 iteration ends with
-    # the weights of the uninterrupted 2-process run
-    resumed = str(tmp_path / "resumed")
-    shutil.copytree(double, resumed)
-    keep = os.path.join(resumed, "checkpoints", "checkpoint_epoch_00001_iter_000001.pyth")
-    for p in list_checkpoints(resumed):
-        if p != keep:
-            os.remove(p)
-    assert os.path.exists(keep)
-    run(torchrun + script + tiny_opts(tiny_mars, resumed, **extra, **{"TRAIN.CHECKPOINT_PERIOD_ITERS": 1,
-                                                                    "TEST.ENABLE": False}))
-    assert "1 epochs and 1 iterations done" in open(os.path.join(resumed, "log.txt")).read()
-    c = load_checkpoint_file(os.path.join(resumed, "checkpoints", "checkpoint_epoch_00002.pyth"))["model_state"]
+    # a 2-process run killed with SIGKILL (agent and workers) once its first mid-epoch checkpoint
+    # exists, then started again, ends with the weights of the uninterrupted 2-process run
+    import signal
+    import time
+
+    killed = str(tmp_path / "killed")
+    opts = tiny_opts(tiny_mars, killed, **extra, **{"TRAIN.CHECKPOINT_PERIOD_ITERS": 1, "TEST.ENABLE": False})
+    proc = subprocess.Popen(torchrun + script + opts, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    target = os.path.join(killed, "checkpoints", "checkpoint_epoch_00001_iter_000001.pyth")
+    deadline = time.time() + 300
+    while not os.path.exists(target) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert "checkpoint_epoch_00002.pyth" not in [os.path.basename(p) for p in list_checkpoints(killed)]
+    run(torchrun + script + opts)
+    assert "iterations done" in open(os.path.join(killed, "log.txt")).read()
+    c = load_checkpoint_file(os.path.join(killed, "checkpoints", "checkpoint_epoch_00002.pyth"))["model_state"]
     for k in b:
         assert torch.equal(b[k], c[k]), k
