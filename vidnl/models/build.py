@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
+from ..config.defaults import get_cfg
 from ..errors import ConfigError
 from ..nonlocal_blocks import BLOCK_REGISTRY, build_nonlocal_block, inner_channels, insert_nonlocal
 from ..registry import Registry
@@ -108,37 +109,6 @@ def _resnet_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return ("res2", "res3", "res4", "res5"), STAGE_BLOCKS[cfg.RESNET.DEPTH]
 
 
-def nonlocal_options(cfg: CfgNode) -> dict:
-    """Block arguments from cfg.NONLOCAL; options left at their defaults are passed as None so
-    that a type which does not take them accepts the config, and the style decides them."""
-    nl = cfg.NONLOCAL
-    return {
-        "style": nl.STYLE,
-        "pool_size": list(nl.POOL) or None,
-        "mode": nl.MODE,
-        "implementation": nl.IMPLEMENTATION,
-        "zero_init_final_bn": nl.ZERO_INIT_FINAL_BN,
-        "bn_eps": cfg.BN.EPSILON,
-        "bn_momentum": cfg.BN.MOMENTUM,
-        "kernel": nl.KERNEL or None,
-        "norm": nl.NORM or None,
-        "order": nl.ORDER or None,
-        "groups": nl.GROUPS if nl.GROUPS != 1 else None,
-        "recurrence": nl.RECURRENCE if nl.RECURRENCE != 2 else None,
-        "num_stages": nl.NS_STAGES if nl.NS_STAGES != 1 else None,
-        "num_descriptors": nl.NUM_DESCRIPTORS or None,
-        "bias": nl.BIAS,
-        "softmax_scale": nl.SOFTMAX_SCALE,
-        "pool_at": nl.POOL_AT or None,
-        "pool_ceil_mode": nl.POOL_CEIL_MODE,
-        "output_activation": nl.OUTPUT_ACTIVATION or None,
-        "a_sign": nl.A_SIGN or None,
-        "gamma": nl.CGNL_GAMMA or None,
-        "beta": nl.CGNL_BETA or None,
-        "norm_layer": nl.CGNL_NORM or None,
-    }
-
-
 # Block argument -> the NONLOCAL.* key that sets it (see nonlocal_options): a block's ValueError
 # names the argument, the user's error names the key.
 NONLOCAL_OPTION_KEYS = {
@@ -150,6 +120,24 @@ NONLOCAL_OPTION_KEYS = {
     "output_activation": "NONLOCAL.OUTPUT_ACTIVATION", "a_sign": "NONLOCAL.A_SIGN", "gamma": "NONLOCAL.CGNL_GAMMA",
     "beta": "NONLOCAL.CGNL_BETA", "norm_layer": "NONLOCAL.CGNL_NORM",
 }
+
+
+# passed whatever their value: every block type takes them
+ALWAYS_PASSED = ("style", "mode", "implementation")
+
+
+def nonlocal_options(cfg: CfgNode) -> dict:
+    """Block arguments from cfg.NONLOCAL (``NONLOCAL_OPTION_KEYS``) and cfg.BN. An option whose
+    key is at its config default is passed as None, so that a type which does not take it
+    accepts the config and the style or the constructor decides it; the defaults themselves are
+    written only in ``vidnl/config/defaults.py`` and in the constructors."""
+    nl, default = cfg.NONLOCAL, get_cfg().NONLOCAL
+    options = {"zero_init_final_bn": nl.ZERO_INIT_FINAL_BN, "bn_eps": cfg.BN.EPSILON, "bn_momentum": cfg.BN.MOMENTUM}
+    for arg, key in NONLOCAL_OPTION_KEYS.items():
+        name = key.split(".", 1)[1]
+        value = list(nl[name]) if isinstance(nl[name], (list, tuple)) else nl[name]
+        options[arg] = value if arg in ALWAYS_PASSED or value != default[name] else None
+    return options
 
 
 def nonlocal_option_error(block_type: str, error: ValueError) -> ConfigError:
