@@ -66,15 +66,20 @@ def to_nodes(t: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def from_nodes(y: torch.Tensor, mode: str, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`to_nodes` for query nodes: G×N×Cs -> B×Cs×T×H×W (shape = B,Cs,T,H,W)."""
+    """Inverse of :func:`to_nodes` for query nodes: G×N×Cs -> B×Cs×T×H×W (shape = B,Cs,T,H,W),
+    contiguous: a permuted (channels-last) view would make the output projection return a
+    channels-last tensor, whose BatchNorm backward costs ~7× a contiguous one on the CPU (profile
+    of NL at res4 against pytorchvideo's block), more than this copy of the Cs channels."""
     b, c, tt, h, w = shape
     if mode == "spacetime":
-        return y.transpose(1, 2).reshape(b, c, tt, h, w)
-    if mode == "space":
-        return y.reshape(b, tt, h, w, c).permute(0, 4, 1, 2, 3)
-    if mode == "time":
-        return y.reshape(b, h, w, tt, c).permute(0, 4, 3, 1, 2)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        out = y.transpose(1, 2).reshape(b, c, tt, h, w)
+    elif mode == "space":
+        out = y.reshape(b, tt, h, w, c).permute(0, 4, 1, 2, 3)
+    elif mode == "time":
+        out = y.reshape(b, h, w, tt, c).permute(0, 4, 3, 1, 2)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return out.contiguous()
 
 
 def _as_5d(x: torch.Tensor) -> torch.Tensor:
