@@ -65,6 +65,17 @@ def tiny_opts(data_dir: str, out_dir: str, **extra) -> list[str]:
     return flat
 
 
+def run(cmd: list[str]):
+    """Run ``cmd`` in the repository (one OpenMP thread); it must exit 0 (else its output tail is
+    the assertion message). Returns the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def run_two_nodes(args: list[str], timeout: int = 600) -> None:
     """``python -m torch.distributed.run ... args`` as two nodes of one process each, rendezvous
     over c10d at 127.0.0.1 (what ``--nnodes 2`` on two machines does, simulated on this one):

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from vidnl.data.samplers import GlobalBatchSampler, shard_indices
 from vidnl.engine.checkpoint import list_checkpoints
 from vidnl.models.weights import load_checkpoint_file
 
-from conftest import ROOT, run_two_nodes, tiny_opts
+from conftest import ROOT, run, run_two_nodes, tiny_opts
 
 
 def test_global_batch_sampler_splits_each_global_batch():
@@ -31,13 +30,6 @@ def test_global_batch_sampler_splits_each_global_batch():
 def test_eval_shards_cover_every_video_once():
     shards = [shard_indices(7, r, 3) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(7))
-
-
-def run(cmd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_two_processes_match_one(tiny_dataset, tmp_path):

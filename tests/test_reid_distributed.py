@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_two_nodes
+from conftest import run, run_two_nodes
 from test_reid_data import write_mars
 from test_reid_engine import identity_frame, tiny_opts
 from vidnl.config import load_config
@@ -56,13 +56,6 @@ def tiny_mars(tmp_path_factory):
         test += [(p, 1, 8), (p, 2, 8)] + ([(p, 1, 6)] if p < 103 else [])
     test += [(0, 3, 6)]
     return write_mars(str(tmp_path_factory.mktemp("tiny_mars")), train, test, query, identity_frame)
-
-
-def run(cmd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def stats(out_dir, kind):
