@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -29,23 +31,10 @@ from vidnl.nonlocal_blocks import build_nonlocal_block, insert_nonlocal
 
 from conftest import ROOT as ROOT_DIR  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT_DIR, "benchmarks"))
+from peers import randomise_norms  # noqa: E402  (the benchmark's: non-trivial norms, same for both sides)
+
 pytorchvideo = pytest.importorskip("pytorchvideo.models.hub")
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (zero-initialised scales would hide layers)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm3d, nn.BatchNorm2d, nn.GroupNorm)):
-            with torch.no_grad():
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-                if getattr(m, "running_mean", None) is not None:
-                    m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        elif isinstance(m, (nn.Conv3d, nn.Conv2d, nn.Linear)) and m.bias is not None:
-            with torch.no_grad():
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
 
 
 def _stage_sizes(model: VideoResNet, x: torch.Tensor) -> dict[str, tuple[int, int, int]]:
@@ -103,7 +92,7 @@ def test_pytorchvideo_hub_checkpoints_load_and_give_the_same_logits(tmp_path, hu
         theirs = create_resnet(stem_conv_kernel_size=(1, 7, 7), model_depth=50, **kw)
     else:
         theirs = getattr(pytorchvideo, hub_name)(pretrained=False, **kw)
-    _randomise_bn(theirs, 1)
+    randomise_norms(theirs, 1)
     path = _save_pyth(tmp_path / f"{hub_name}.pyth", theirs.state_dict())
     ours = video_resnet(preset, depth=50, base_width=8, num_classes=5, dropout=0.0)
     report = load_weights(ours, path, fmt="auto")
@@ -126,7 +115,7 @@ def test_pytorchvideo_nonlocal_equals_official_style_nl(instantiation, pool):
 
     torch.manual_seed(0)
     theirs = create_nonlocal(dim_in=16, dim_inner=8, pool_size=pool, instantiation=instantiation)
-    _randomise_bn(theirs, 2)
+    randomise_norms(theirs, 2)
     ours = build_nonlocal_block("nl", 16, dim_inner=8, style="official", pool_size=list(pool),
                                 kernel="embedded_gaussian" if instantiation == "softmax" else "dot",
                                 implementation="fast")
@@ -152,7 +141,7 @@ def _i3d_nl_model(**kw) -> VideoResNet:
     model = video_resnet("i3d_8x8", depth=50, base_width=4, num_classes=7, dropout=0.0, **kw)
     insert_nonlocal(model.stages, [[], [1, 3], [1, 3, 5], []],
                     lambda c: build_nonlocal_block("nl", c, style="official", pool_size=[1, 2, 2]))
-    _randomise_bn(model, 3)
+    randomise_norms(model, 3)
     return model.double().eval()
 
 
@@ -371,7 +360,7 @@ def _official_resnet(tmp_path, block: nn.Module, kind: str, **nl):
     and the vidnl model it should load into."""
     ours = VideoResNet(depth=50, arch="c2d", base_width=4, num_classes=6, dropout=0.0, temporal_pool=False)
     insert_nonlocal(ours.stages, [[], [], [2], []], lambda c: build_nonlocal_block(kind, c, style="official", **nl))
-    _randomise_bn(block, 7)
+    randomise_norms(block, 7)
     state = {}
     for k, v in ours.state_dict().items():
         if ".nonlocal_blocks." in k:

@@ -24,15 +24,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import UsageError, check_files, cli_entry, split_overrides  # noqa: E402
+from vidnl.cli import UsageError, check_files, cli_entry, split_opts_flag, split_overrides  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts = []
-    if "--opts" in argv:
-        i = argv.index("--opts")
-        argv, opts = argv[:i], argv[i + 1:]
+    argv, opts = split_opts_flag(argv)  # everything after --opts is KEY VALUE overrides
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("items", nargs="*", metavar="INPUT ... [KEY VALUE ...]",
                    help="folders of frames, videos, folders of tracklets; then config overrides KEY VALUE")

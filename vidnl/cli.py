@@ -41,6 +41,16 @@ class UsageError(VidnlUserError, ValueError):
     """A missing file or a bad value on a tool's command line."""
 
 
+def split_opts_flag(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """Command line (``sys.argv[1:]`` when None) -> (arguments before ``--opts``, the KEY VALUE
+    overrides after it; [] without ``--opts``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--opts" in argv:
+        i = argv.index("--opts")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
 def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     """Positionals -> (inputs, KEY VALUE overrides): the first item that looks like a config key
     (``TEST.NUM_ENSEMBLE_VIEWS``, ``NUM_GPUS``) and is not an existing path starts the overrides."""
