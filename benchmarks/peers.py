@@ -5,8 +5,11 @@ Each row pairs a peer's module with vidnl's equivalent, copies the peer's weight
 module (names mapped explicitly below, or through vidnl's own pytorchvideo checkpoint loader for
 whole networks), and checks in the same run, before any timing, that the outputs (and for
 forward+backward the input gradients, or the logits and loss of a training step) agree to
-``TOL`` relative to their scale. A pair that does not agree gets "outputs differ: max |diff| =
-X" and no times and no ratio: a benchmark that times two different functions must not print one.
+``TOL`` relative to their scale; a network's training step that does not also counts as equal
+when vidnl's result is no farther from the peer's float64 run than ``FP64_FACTOR`` times the
+peer's own float32 result (see below). A pair that does not agree gets "outputs differ: max
+|diff| = X" and no times and no ratio: a benchmark that times two different functions must not
+print one.
 
 Then peer and vidnl run alternately (peer, vidnl, vidnl, peer, ...: the order flips every round so
 neither always runs second) and the median of each is reported; ratio = peer time / vidnl time
@@ -23,7 +26,8 @@ threshold fixed, so freed buffers leave the resident set alike on both sides).
 
 Peers: pytorchvideo (installed): ``NonLocal`` (``create_nonlocal``) and the hub I3D-R50 /
 Slow-R50. From local checkouts (never committed; skipped with a note when absent):
-``--slowfast PATH`` (PySlowFast's ``Nonlocal``, slowfast/models/nonlocal_helper.py),
+``--slowfast PATH`` (PySlowFast's ``Nonlocal``, slowfast/models/nonlocal_helper.py, and its whole
+``ResNet`` built from configs/Kinetics/c2/I3D_NLN_8x8_R50.yaml by its own config system),
 ``--snl PATH`` (SNL_ICCV2021, SNL-Classification/model/nls: ``Stage`` with one ``SNLUnit``, run
 per frame on B·T×C×H×W), ``--cgnl PATH`` (cgnl-network.pytorch, model/resnet.py ``SpatialCGNL``,
 dot kernel, 8 groups, on B×C×H×W).
@@ -32,12 +36,20 @@ dot kernel, 8 groups, on B×C×H×W).
     python benchmarks/peers.py --snl /tmp/snl --cgnl /tmp/cgnl --slowfast /tmp/slowfast \\
         --json benchmarks/results/peers.json
     python benchmarks/peers.py --quick                           # tiny sizes, CI
+    python benchmarks/peers.py --slowfast /tmp/slowfast --rows slowfast_i3d_nl:8x224 --net-batch 2 \
+        --vidnl-mode compile --json benchmarks/results/peers_networks.json --merge
+
+``--vidnl-mode`` runs vidnl's side as a user would switch it on: ``channels_last`` (model and
+input in torch.channels_last_3d, TRAIN.CHANNELS_LAST), ``compile`` (torch.compile, inductor,
+TRAIN.COMPILE; compiled during the equality check, before any timing) or both. The peer always
+runs as its own code does, eagerly.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib.util
 import io
 import json
@@ -65,6 +77,14 @@ from vidnl.errors import VidnlUserError  # noqa: E402
 # another order (SDPA vs explicit softmax, N×M sums of 6272×1568 terms) differs by up to ~2e-4
 # at res3; a 1 % change of the weights by ~2e-2.
 TOL = 1e-3
+# Networks' training steps: their logits go through ~50 training-mode BNs, and float32 itself is
+# that far from the exact result: PySlowFast's own I3D-NL training-step logits differ from its
+# float64 run by 1.1e-3 relative (8×112², random norms), pytorchvideo's tiny I3D-R50 (batch 1,
+# 1×1 final maps) by 2.1e-2. So a network's step also counts as equal when vidnl's float32 result
+# is no farther from the peer's float64 run than FP64_FACTOR × the peer's own float32 result is
+# (another summation order: channels-last kernels, a compiled graph). A 1 % weight change is
+# ~100× farther (``--perturb-vidnl``).
+FP64_FACTOR = 3.0
 
 # Block sizes: name -> (C, Cs, T, H, W); the batch is --batch.
 BLOCK_SIZES = {
@@ -74,19 +94,25 @@ BLOCK_SIZES = {
     "tiny": (16, 8, 2, 6, 6),
 }
 # Network sizes: name -> (T, H=W, base width or None for the published 64).
-NET_SIZES = {"8x112": (8, 112, None), "tiny": (4, 32, 8)}
+NET_SIZES = {"8x112": (8, 112, None), "8x224": (8, 224, None), "8x256": (8, 256, None), "tiny": (4, 32, 8)}
 
 # (case, size) rows of the full run; the quick run uses DEFAULT_QUICK.
 DEFAULT_ROWS = [
     ("nl", "res3"), ("nl", "res4"), ("nl_pool", "res3"), ("nl_pool", "res4"),
     ("slowfast_nl", "res3"), ("slowfast_nl", "res4"), ("slowfast_nl_pool", "res3"),
     ("snl", "res3"), ("cgnl", "res3"), ("cgnl", "res4"),
-    ("i3d_r50", "8x112"), ("slow_r50", "8x112"),
+    ("i3d_r50", "8x112"), ("slow_r50", "8x112"), ("slowfast_i3d_nl", "8x112"),
 ]
 DEFAULT_QUICK = [("nl", "tiny"), ("nl_pool", "tiny"), ("i3d_r50", "tiny")]
 CASE_PEER = {"nl": "pytorchvideo", "nl_pool": "pytorchvideo", "slowfast_nl": "slowfast", "slowfast_nl_pool": "slowfast",
-             "snl": "snl", "cgnl": "cgnl", "i3d_r50": "pytorchvideo", "slow_r50": "pytorchvideo"}
-NET_CASES = {"i3d_r50", "slow_r50"}
+             "snl": "snl", "cgnl": "cgnl", "i3d_r50": "pytorchvideo", "slow_r50": "pytorchvideo", "slowfast_i3d_nl": "slowfast"}
+NET_CASES = {"i3d_r50", "slow_r50", "slowfast_i3d_nl"}
+# How vidnl's side runs (--vidnl-mode): (channels-last 3D, torch.compile).
+VIDNL_MODES = {"eager": (False, False), "channels_last": (True, False), "compile": (False, True),
+               "compile_channels_last": (True, True)}
+# PySlowFast's released I3D-NL: its config file in the checkout, and vidnl's config of that network.
+SLOWFAST_I3D_NL_YAML = os.path.join("configs", "Kinetics", "c2", "I3D_NLN_8x8_R50.yaml")
+VIDNL_I3D_NL_YAML = os.path.join(ROOT, "configs", "Kinetics", "I3D_NLN_8x8_R50.yaml")
 
 
 class PeerError(VidnlUserError):
@@ -149,6 +175,88 @@ def snl_stage_class(root: str):
     return _load_file("model.nls.basic", os.path.join(nls, "basic.py")).Stage
 
 
+def slowfast_network_api(root: str):
+    """``(ResNet, get_cfg)`` of a PySlowFast checkout: its own network builder
+    (slowfast/models/video_model_builder.py) and config system (slowfast/config/defaults.py,
+    fvcore). Its package ``__init__`` files import the training, AVA and contrastive code, which
+    needs pytorchvideo's main branch, simplejson, psutil and detectron2: the packages are mapped to
+    the checkout's folders without running those files, ``slowfast.utils.logging`` is replaced by
+    the standard ``logging.getLogger``, and when detectron2 is absent its ``ROIAlign`` (built only
+    by the AVA detection heads) by a class that refuses to be built. The model code is the
+    checkout's, unchanged."""
+    import logging
+
+    _need(os.path.join(root, "slowfast", "models", "video_model_builder.py"), "--slowfast")
+    _need(os.path.join(root, SLOWFAST_I3D_NL_YAML), "--slowfast")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    for pkg in ("slowfast", "slowfast.models", "slowfast.utils", "slowfast.config"):
+        if pkg not in sys.modules:
+            module = types.ModuleType(pkg)
+            module.__path__ = [os.path.join(root, *pkg.split("."))]
+            sys.modules[pkg] = module
+    if "slowfast.utils.logging" not in sys.modules:
+        log = types.ModuleType("slowfast.utils.logging")
+        log.get_logger = logging.getLogger
+        sys.modules["slowfast.utils.logging"] = log
+    try:
+        import detectron2.layers  # noqa: F401
+    except ImportError:
+        d2, layers = types.ModuleType("detectron2"), types.ModuleType("detectron2.layers")
+
+        class ROIAlign:  # only the AVA detection heads build one
+            def __init__(self, *a, **k):
+                raise PeerError("PySlowFast's detection head needs detectron2, which is not installed")
+        layers.ROIAlign, d2.layers = ROIAlign, layers
+        sys.modules["detectron2"], sys.modules["detectron2.layers"] = d2, layers
+    try:
+        from slowfast.config.defaults import get_cfg
+        from slowfast.models.video_model_builder import ResNet
+    except ImportError as e:
+        raise PeerError(f"--slowfast {root}: PySlowFast's model code did not import ({e}); its model files need "
+                        "fvcore and pytorchvideo") from e
+    return ResNet, get_cfg
+
+
+class _OnePathway(nn.Module):
+    """PySlowFast's networks take a list of pathways; this one has one."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net([x])
+
+
+class _EvalSoftmax(nn.Module):
+    """vidnl's network with PySlowFast's head behaviour: probabilities (softmax) in eval mode,
+    logits in training; so both sides do the same work. The eval logits are kept in ``logits``
+    for the equality check."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.logits = None
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            return out
+        self.logits = out
+        return out.softmax(-1)
+
+
+class _OutputTap:
+    """A forward hook keeping the module's last output (the peer's logits before its softmax)."""
+
+    def __init__(self):
+        self.value = None
+
+    def __call__(self, module, inputs, output):
+        self.value = output
+
+
 # ---------------------------------------------------------------------------------------------
 # Building a pair: the peer's module, vidnl's module with the peer's weights, inputs
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +306,9 @@ def build_pair(case: str, size: str, args, side: str = "both") -> dict:
     peer = ours = None
     if case in NET_CASES:
         t, s, width = NET_SIZES[size]
-        return _build_net(case, t, s, width, args, build_peer, build_ours)
+        pair = _build_net(case, t, s, width, args, build_peer, build_ours)
+        apply_vidnl_mode(pair, args.vidnl_mode)
+        return pair
     from vidnl.nonlocal_blocks import build_nonlocal_block
 
     c, cs, t, h, w = BLOCK_SIZES[size]
@@ -239,10 +349,45 @@ def build_pair(case: str, size: str, args, side: str = "both") -> dict:
             perturb(ours)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(x_shape, generator=g)
-    return dict(peer=peer if build_peer else None, ours=ours, x=x, dy=torch.randn(x_shape, generator=g), kind="block")
+    pair = dict(peer=peer if build_peer else None, ours=ours, x=x, dy=torch.randn(x_shape, generator=g), kind="block")
+    apply_vidnl_mode(pair, args.vidnl_mode)
+    return pair
 
 
 def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
+    if case == "slowfast_i3d_nl":
+        peer, state, fmt, ours = _slowfast_i3d_nl(t, s, width, args, build_ours)
+    else:
+        peer, state, fmt, ours = _pytorchvideo_net(case, t, s, width, build_ours)
+    if build_ours:
+        from vidnl.models.weights import load_weights
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{case}.pyth")
+            torch.save({"model_state": state}, path)
+            report = load_weights(ours, path, fmt=fmt)
+        if report.get("missing") or report.get("unexpected"):
+            raise RuntimeError(f"{case}: the {fmt} weights do not fit vidnl's model: {report}")
+        if args.perturb_vidnl:
+            perturb(ours)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((args.net_batch, 3, t, s, s), generator=g)
+    y = torch.randint(0, 400, (args.net_batch,), generator=g)
+    pair = dict(peer=peer if build_peer else None, ours=ours, x=x, y=y, kind="net")
+    if case == "slowfast_i3d_nl":
+        # PySlowFast returns probabilities in eval mode, which saturate (0 or 1) for a network with
+        # random weights: its logits (its head's projection, tapped) are what the check compares.
+        tap = _OutputTap()
+        peer.net.head.projection.register_forward_hook(tap)
+        pair["eval_logits"] = {"peer": lambda: tap.value.reshape(tap.value.shape[0], -1, tap.value.shape[-1]).mean(1)}
+        if build_ours:
+            pair["ours"] = _EvalSoftmax(ours)
+            pair["eval_logits"]["ours"] = lambda: pair["ours"].logits
+    return pair
+
+
+def _pytorchvideo_net(case, t, s, width, build_ours) -> tuple:
+    """pytorchvideo's hub network (randomised norms), its state, the loader's format, vidnl's network."""
     from pytorchvideo.models import hub
     from pytorchvideo.models.resnet import create_resnet
 
@@ -261,24 +406,55 @@ def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
     ours = None
     if build_ours:
         import vidnl
-        from vidnl.models.weights import load_weights
 
         config = {"MODEL.DROPOUT_RATE": 0.0}
         if width is not None:
             config["RESNET.BASE_WIDTH"] = width
         ours = vidnl.create_model(case, num_classes=400, config=config)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"{case}.pyth")
-            torch.save({"model_state": peer.state_dict()}, path)
-            report = load_weights(ours, path, fmt="pytorchvideo")
-        if report.get("missing") or report.get("unexpected"):
-            raise RuntimeError(f"{case}: pytorchvideo weights do not fit vidnl's model: {report}")
-        if args.perturb_vidnl:
-            perturb(ours)
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn((args.net_batch, 3, t, s, s), generator=g)
-    y = torch.randint(0, 400, (args.net_batch,), generator=g)
-    return dict(peer=peer if build_peer else None, ours=ours, x=x, y=y, kind="net")
+    return peer, peer.state_dict(), "pytorchvideo", ours
+
+
+def _slowfast_i3d_nl(t, s, width, args, build_ours) -> tuple:
+    """PySlowFast's I3D_NLN_8x8_R50 built by PySlowFast from its own config file (dropout off, the
+    head pool for this clip size), and vidnl's network from configs/Kinetics/I3D_NLN_8x8_R50.yaml,
+    which loads PySlowFast's checkpoints (MODEL.WEIGHTS_FORMAT pyslowfast)."""
+    resnet, get_cfg = slowfast_network_api(args.slowfast)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(args.slowfast, SLOWFAST_I3D_NL_YAML))
+    cfg.NUM_GPUS, cfg.MODEL.DROPOUT_RATE, cfg.DATA.NUM_FRAMES = 0, 0.0, t
+    # its head pools crop/32 cells: the crop whose pool covers the whole final map (112 -> 4 cells)
+    cfg.DATA.TRAIN_CROP_SIZE = cfg.DATA.TEST_CROP_SIZE = 32 * -(-s // 32)
+    if width is not None:
+        cfg.RESNET.WIDTH_PER_GROUP = width
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = resnet(cfg)
+    randomise_norms(net, 1)
+    ours = None
+    if build_ours:
+        from vidnl.config.validate import load_config
+        from vidnl.models.build import build_model
+
+        opts = ["MODEL.NUM_CLASSES", "400", "MODEL.DROPOUT_RATE", "0.0", "DATA.NUM_FRAMES", str(t)]
+        if width is not None:
+            opts += ["RESNET.BASE_WIDTH", str(width)]
+        ours = build_model(load_config(VIDNL_I3D_NL_YAML, opts))
+    return _OnePathway(net), net.state_dict(), "pyslowfast", ours
+
+
+def apply_vidnl_mode(pair: dict, mode: str) -> None:
+    """vidnl's side as ``--vidnl-mode`` says: channels-last 3D model and input (the loader hands
+    the batch over in that layout), and/or ``torch.compile`` (inductor)."""
+    channels_last, compiled = VIDNL_MODES[mode]
+    ours = pair["ours"]
+    if ours is None:
+        return
+    if channels_last:
+        layout = torch.channels_last_3d if pair["x"].dim() == 5 else torch.channels_last
+        ours = ours.to(memory_format=layout)
+        pair["x_ours"] = pair["x"].contiguous(memory_format=layout)
+    if compiled:
+        ours = torch.compile(ours)
+    pair["ours"] = ours
 
 
 def perturb(model: nn.Module) -> None:
@@ -294,7 +470,7 @@ def perturb(model: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------
 def step_fns(pair: dict, which: str) -> tuple:
     """(forward, forward+backward) closures of one side; each returns what equality compares."""
-    m, x = pair[which], pair["x"]
+    m, x = pair[which], pair.get(f"x_{which}", pair["x"])
     if pair["kind"] == "block":
         dy = pair["dy"]
 
@@ -311,13 +487,14 @@ def step_fns(pair: dict, which: str) -> tuple:
             m.zero_grad(set_to_none=True)
             return [out.detach(), xi.grad]
         return fwd, fwd_bwd
-    y = pair["y"]
+    y, logits = pair["y"], pair.get("eval_logits", {}).get(which)
     opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
 
     def fwd():
         m.eval()
         with torch.no_grad():
-            return [m(x)]
+            out = m(x)
+        return [logits() if logits else out]
 
     def train_step():
         m.train()
@@ -330,11 +507,21 @@ def step_fns(pair: dict, which: str) -> tuple:
     return fwd, train_step
 
 
+def float64_step(peer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list:
+    """The training-step logits and loss of ``peer`` (a copy taken before its float32 step) in
+    float64, batch statistics as in training: what both float32 results approximate."""
+    peer = peer.double().train()
+    with torch.no_grad():
+        logits = peer(x.double())
+        loss = nn.functional.cross_entropy(logits, y)
+    return [logits, loss.reshape(1)]
+
+
 def max_rel_diff(ref: list, out: list) -> tuple[float, float]:
     """(max |diff|, max |diff| / max(1, max |ref|)) over the compared tensors."""
     diff, rel = 0.0, 0.0
     for a, b in zip(ref, out):
-        d = (a.float() - b.float()).abs().max().item()
+        d = (a.double() - b.double()).abs().max().item()
         diff, rel = max(diff, d), max(rel, d / max(1.0, a.abs().max().item()))
     return diff, rel
 
@@ -398,7 +585,7 @@ def can_reset_hwm() -> bool:
 
 
 def run_memory_child(case: str, size: str, side: str, args) -> float | None:
-    keys = ("batch", "net_batch", "slowfast", "snl", "cgnl", "perturb_vidnl")
+    keys = ("batch", "net_batch", "slowfast", "snl", "cgnl", "perturb_vidnl", "vidnl_mode")
     spec = dict(case=case, size=size, side=side, threads=torch.get_num_threads(),
                 args={k: getattr(args, k) for k in keys})
     # A fixed mmap threshold: glibc's adaptive one would keep the warm-up's freed buffers in the
@@ -434,24 +621,32 @@ def peer_available(case: str, args) -> str | None:
 
 
 def measure_row(case: str, size: str, args) -> dict:
-    row = {"case": case, "peer": CASE_PEER[case], "size": size, "ratio_fwd": None, "ratio_fwd_bwd": None,
-           "equal": None, "checked_equality": False}
+    row = {"case": case, "peer": CASE_PEER[case], "size": size, "mode": args.vidnl_mode, "ratio_fwd": None,
+           "ratio_fwd_bwd": None, "equal": None, "checked_equality": False}
     pair = build_pair(case, size, args)
     fp, fbp = step_fns(pair, "peer")
     fo, fbo = step_fns(pair, "ours")
     # Equality first, in this run: forward (eval), then forward+backward / training step.
     d1, r1 = max_rel_diff(fp(), fo())
-    d2, r2 = max_rel_diff(fbp(), fbo())
+    # the float64 reference needs the weights before the training step changes them
+    before_step = copy.deepcopy(pair["peer"]) if pair["kind"] == "net" and not args.fwd_only else None
+    step_peer, step_ours = (None, None) if args.fwd_only else (fbp(), fbo())
+    d2, r2 = (0.0, 0.0) if args.fwd_only else max_rel_diff(step_peer, step_ours)
     row.update(checked_equality=True, max_abs_diff=max(d1, d2), max_rel_diff=max(r1, r2), tolerance=TOL,
-               rel_diff_fwd=r1, rel_diff_fwd_bwd=r2)
+               rel_diff_fwd=r1, rel_diff_fwd_bwd=None if args.fwd_only else r2, fwd_only=args.fwd_only)
     row["equal"] = max(r1, r2) <= TOL
+    if not row["equal"] and r1 <= TOL and pair["kind"] == "net" and not args.fwd_only:
+        ref = float64_step(before_step, pair["x"], pair["y"])
+        e_peer, e_ours = max_rel_diff(ref, step_peer)[1], max_rel_diff(ref, step_ours)[1]
+        row.update(fp64_rel_err_peer=e_peer, fp64_rel_err_vidnl=e_ours, equal=e_ours <= FP64_FACTOR * e_peer)
     if not row["equal"]:
         return row
     repeat = args.repeat if pair["kind"] == "block" else args.net_repeat
     tp, to = alternate(fp, fo, repeat)
-    row.update(fwd_peer_ms=1e3 * tp, fwd_vidnl_ms=1e3 * to, ratio_fwd=tp / to)
-    tp, to = alternate(fbp, fbo, repeat)
-    row.update(fwd_bwd_peer_ms=1e3 * tp, fwd_bwd_vidnl_ms=1e3 * to, ratio_fwd_bwd=tp / to, repeat=repeat)
+    row.update(fwd_peer_ms=1e3 * tp, fwd_vidnl_ms=1e3 * to, ratio_fwd=tp / to, repeat=repeat)
+    if not args.fwd_only:
+        tp, to = alternate(fbp, fbo, repeat)
+        row.update(fwd_bwd_peer_ms=1e3 * tp, fwd_bwd_vidnl_ms=1e3 * to, ratio_fwd_bwd=tp / to)
     return row
 
 
@@ -470,7 +665,17 @@ def size_text(case: str, size: str, args) -> str:
 CASE_TEXT = {"nl": "NL vs pytorchvideo NonLocal", "nl_pool": "NL pool [1,2,2] vs pytorchvideo NonLocal",
              "slowfast_nl": "NL vs PySlowFast Nonlocal", "slowfast_nl_pool": "NL pool [1,2,2] vs PySlowFast Nonlocal",
              "snl": "SNL vs official SNL", "cgnl": "CGNL dot, 8 groups, vs official SpatialCGNL",
-             "i3d_r50": "I3D-R50 vs pytorchvideo i3d_r50", "slow_r50": "Slow-R50 vs pytorchvideo slow_r50"}
+             "i3d_r50": "I3D-R50 vs pytorchvideo i3d_r50", "slow_r50": "Slow-R50 vs pytorchvideo slow_r50",
+             "slowfast_i3d_nl": "I3D-R50 + 5 NL vs PySlowFast I3D_NLN_8x8_R50"}
+
+
+def row_key(row: dict) -> tuple:
+    return row["case"], row["size"], row.get("mode", "eager")
+
+
+def row_name(row: dict) -> str:
+    mode = row.get("mode", "eager")
+    return CASE_TEXT[row["case"]] + ("" if mode == "eager" else f" (vidnl {mode.replace('_', ' ')})")
 
 
 def _f(v, fmt):
@@ -483,23 +688,29 @@ def table(rows: list[dict], header: dict) -> str:
            f"{header['date']}. Peer and vidnl alternate in one process (median of {header['repeat']} runs per block, "
            f"{header['net_repeat']} per network); ratio = peer time / vidnl time (> 1: vidnl faster). Memory: "
            f"VmHWM above the baseline in a fresh process per side, one fwd+bwd (networks: one training step). "
-           f"Equality tolerance: max |diff| ≤ {TOL:g}·max(1, max |ref|).", "",
+           f"Equality: max |diff| ≤ {header.get('tolerance', TOL):g}·max(1, max |ref|), or for a network's "
+           f"training step vidnl no farther from the peer's float64 run than {FP64_FACTOR:g}× the peer's "
+           "float32 result (max |diff| column: vidnl vs peer).", "",
            "| case | size | fwd peer ms | fwd vidnl ms | fwd ratio | fwd+bwd peer ms | fwd+bwd vidnl ms | fwd+bwd ratio "
            "| memory peer / vidnl MB | max \\|diff\\| |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = CASE_TEXT[r["case"]]
+        name = row_name(r)
         if r.get("skipped"):
             out.append(f"| {name} | {r['size_text']} | skipped: {r['skipped']} | | | | | | | |")
             continue
+        fp64 = ("" if r.get("fp64_rel_err_vidnl") is None else
+                f" (vs float64: vidnl {r['fp64_rel_err_vidnl']:.2g}, peer {r['fp64_rel_err_peer']:.2g})")
         if not r["equal"]:
             out.append(f"| {name} | {r['size_text']} | outputs differ: max \\|diff\\| = {r['max_abs_diff']:.3g} "
-                       f"(relative {r['max_rel_diff']:.3g} > {r.get('tolerance', TOL):g}); not timed | | | | | | | |")
+                       f"(relative {r['max_rel_diff']:.3g} > {r.get('tolerance', TOL):g}){fp64}; not timed "
+                       "| | | | | | | |")
             continue
         mem = f"{_f(r.get('mem_peer_mb'), '.0f')} / {_f(r.get('mem_vidnl_mb'), '.0f')}"
+        ratio_fb = _f(r.get("ratio_fwd_bwd"), ".2f") + ("×" if r.get("ratio_fwd_bwd") else "")
         out.append(f"| {name} | {r['size_text']} | {r['fwd_peer_ms']:.1f} | {r['fwd_vidnl_ms']:.1f} | "
-                   f"{r['ratio_fwd']:.2f}× | {r['fwd_bwd_peer_ms']:.1f} | {r['fwd_bwd_vidnl_ms']:.1f} | "
-                   f"{r['ratio_fwd_bwd']:.2f}× | {mem} | {r['max_abs_diff']:.2g} |")
+                   f"{r['ratio_fwd']:.2f}× | {_f(r.get('fwd_bwd_peer_ms'), '.1f')} | "
+                   f"{_f(r.get('fwd_bwd_vidnl_ms'), '.1f')} | {ratio_fb} | {mem} | {r['max_abs_diff']:.2g}{fp64} |")
     return "\n".join(out)
 
 
@@ -522,7 +733,8 @@ def parse_rows(items: list[str] | None, quick: bool) -> list[tuple[str, str]]:
 def ordered(rows: list[dict]) -> list[dict]:
     """Rows in the order of the default list (merged runs keep the table's order)."""
     order = {key: i for i, key in enumerate(DEFAULT_ROWS + DEFAULT_QUICK)}
-    return sorted(rows, key=lambda r: order.get((r["case"], r["size"]), len(order)))
+    modes = list(VIDNL_MODES)
+    return sorted(rows, key=lambda r: (order.get((r["case"], r["size"]), len(order)), modes.index(row_key(r)[2])))
 
 
 def write_json(path: str, header: dict, rows: list[dict]) -> None:
@@ -544,9 +756,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--net-repeat", type=int, default=None, help="timed runs per side per network row (default 5; quick 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak memory runs")
+    p.add_argument("--fwd-only", action="store_true",
+                   help="check and time the eval forward only (e.g. the 10×3 test views of a video as one batch)")
     p.add_argument("--json", help="write the rows and the machine to this JSON file (rewritten after every row)")
     p.add_argument("--merge", action="store_true", help="keep the other rows of --json's file, replace these")
     p.add_argument("--table-from", help="print the table of a JSON written by --json, measuring nothing")
+    p.add_argument("--vidnl-mode", choices=sorted(VIDNL_MODES), default="eager",
+                   help="how vidnl's side runs: eager (default), channels_last, compile, compile_channels_last")
     p.add_argument("--perturb-vidnl", action="store_true",
                    help="add noise to vidnl's copied weights (checks that the benchmark refuses to print ratios)")
     p.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
@@ -582,22 +798,23 @@ def main(argv=None) -> int:
         header = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
                       cpu_count=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
                       batch=args.batch, net_batch=args.net_batch, repeat=args.repeat, net_repeat=args.net_repeat,
-                      date=date.today().isoformat(), tolerance=TOL, dtype="float32")
+                      date=date.today().isoformat(), tolerance=TOL, fp64_factor=FP64_FACTOR, dtype="float32")
         rows, kept = [], []
         if args.merge and args.json and os.path.isfile(args.json):
             with open(args.json) as f:
-                kept = [r for r in json.load(f)["rows"] if (r["case"], r["size"]) not in set(wanted)]
+                kept = [r for r in json.load(f)["rows"]
+                        if row_key(r) not in {(c, z, args.vidnl_mode) for c, z in wanted}]
         for case, size in wanted:
             skip = peer_available(case, args)
             if skip:
                 print(f"note: {case} {size} skipped: {skip}", file=sys.stderr)
-                rows.append({"case": case, "peer": CASE_PEER[case], "size": size, "skipped": skip,
-                             "size_text": size_text(case, size, args)})
+                rows.append({"case": case, "peer": CASE_PEER[case], "size": size, "mode": args.vidnl_mode,
+                             "skipped": skip, "size_text": size_text(case, size, args)})
                 continue
             t0 = time.perf_counter()
             row = measure_row(case, size, args)
             row["size_text"] = size_text(case, size, args)
-            if row["equal"] and memory:
+            if row["equal"] and memory and not args.fwd_only:
                 with ThreadPoolExecutor(2) as pool:  # memory only: the two fresh processes may overlap
                     mp, mo = pool.map(lambda side: run_memory_child(case, size, side, args), ["peer", "ours"])
                 row.update(mem_peer_mb=mp, mem_vidnl_mb=mo)

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -79,3 +80,56 @@ def test_missing_checkout_is_a_user_error(tmp_path, capsys):
     assert "--cgnl" in err and "absent" in err and "Traceback" not in err
     assert peers.main(["--quick", "--rows", "cgnl:tiny", "--cgnl", str(tmp_path)]) == 2  # no model/resnet.py
     assert "model/resnet.py" in capsys.readouterr().err
+
+
+def test_vidnl_modes_are_rows_of_their_own(tmp_path, capsys):
+    """--vidnl-mode channels_last: vidnl's side in channels-last 3D, still checked equal to the
+    peer before timing; merged runs keep one row per (case, size, mode)."""
+    out = tmp_path / "peers.json"
+    base = ["--quick", "--threads", "1", "--no-memory", "--repeat", "1", "--net-repeat", "1", "--rows", "nl:tiny",
+            "i3d_r50:tiny", "--json", str(out), "--merge"]
+    assert peers.main(base) == 0
+    assert peers.main(base + ["--vidnl-mode", "channels_last"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [peers.row_key(r) for r in rows] == [("nl", "tiny", "eager"), ("nl", "tiny", "channels_last"),
+                                                ("i3d_r50", "tiny", "eager"), ("i3d_r50", "tiny", "channels_last")]
+    for r in rows:
+        assert r["checked_equality"] and r["equal"], r
+    table = capsys.readouterr().out
+    assert "I3D-R50 vs pytorchvideo i3d_r50 (vidnl channels last)" in table
+
+
+def test_vidnl_mode_layout_reaches_the_model():
+    args = peers.parser().parse_args(["--quick", "--vidnl-mode", "channels_last"])
+    pair = peers.build_pair("i3d_r50", "tiny", args)
+    assert pair["x_ours"].is_contiguous(memory_format=torch.channels_last_3d)
+    assert pair["x"].is_contiguous()  # the peer keeps its own layout
+    conv = next(m for m in pair["ours"].modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_fwd_only_times_the_forward_alone(tmp_path, capsys):
+    out = tmp_path / "peers.json"
+    assert peers.main(["--quick", "--threads", "1", "--net-repeat", "1", "--rows", "i3d_r50:tiny", "--fwd-only",
+                       "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["equal"] and row["fwd_only"] and row["ratio_fwd"] > 0
+    assert row["ratio_fwd_bwd"] is None and "fwd_bwd_vidnl_ms" not in row and "mem_vidnl_mb" not in row
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| I3D-R50"))
+    assert _cells(line)[4].endswith("×") and _cells(line)[7] == "—"
+
+
+def test_slowfast_network_needs_its_model_builder(tmp_path, capsys):
+    assert peers.main(["--quick", "--rows", "slowfast_i3d_nl:tiny", "--slowfast", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--slowfast" in err and "video_model_builder.py" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not os.environ.get("VIDNL_PEER_SLOWFAST"),
+                    reason="set VIDNL_PEER_SLOWFAST to a PySlowFast checkout to compare its I3D_NLN_8x8_R50")
+def test_slowfast_i3d_nl_equals_vidnl(tmp_path):
+    out = tmp_path / "peers.json"
+    assert peers.main(["--threads", "1", "--no-memory", "--net-repeat", "1", "--rows", "slowfast_i3d_nl:tiny",
+                       "--slowfast", os.environ["VIDNL_PEER_SLOWFAST"], "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["equal"] and row["ratio_fwd_bwd"] > 0, row

@@ -55,8 +55,14 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = getattr(self, self.shortcut_attr)
-        out = self.branch(x) + (x if shortcut is None else shortcut(x))
-        return torch.relu(out) if self.post_activation else out
+        out, skip = self.branch(x), (x if shortcut is None else shortcut(x))
+        # In place, as PySlowFast's blocks are: the branch's last layer (a norm or a conv) keeps its
+        # input for backward, not its output, so the sum and the ReLU can reuse that buffer; one
+        # activation-sized allocation less per op (a fresh buffer costs page faults on a CPU).
+        out = out.add_(skip) if out.dtype == skip.dtype and out is not x else out + skip
+        if not self.post_activation:
+            return out
+        return out.relu_()
 
 
 class BasicBlock(ResidualBlock):
