@@ -72,6 +72,11 @@ _C.TRAIN.COMPILE = False
 # torch.compile backend: "inductor" (generated kernels), "aot_eager" (graph capture only; for
 # checking) or "eager".
 _C.TRAIN.COMPILE_BACKEND = "inductor"
+# Store the model's 3-D convolution weights and its input channels-last (B×T×H×W×C in memory;
+# shapes unchanged), for training, testing and prediction alike. Pays where the machine's
+# kernels prefer that order (benchmarks/peers.py --vidnl-mode channels_last measures it).
+# Networks of 2-D convolutions (re-ID frame backbones, CIFAR PreResNets) refuse it.
+_C.TRAIN.CHANNELS_LAST = False
 
 # ---------------------------------------------------------------------------------------------
 # Testing (multi-view evaluation)

@@ -21,6 +21,7 @@ from ..config.defaults import get_cfg
 from ..errors import ConfigError
 from ..nonlocal_blocks import BLOCK_REGISTRY, build_nonlocal_block, inner_channels, insert_nonlocal
 from ..registry import Registry
+from .memory_format import use_channels_last
 from .p3d import P3D_BLOCKS
 from .resnet import STAGE_BLOCKS, VideoResNet
 from .resnet3d import RESNET3D_BLOCKS
@@ -305,4 +306,11 @@ def build_model(cfg: CfgNode) -> nn.Module:
     A config that does not fit the models raises ConfigError naming the key (check_model_config,
     nonlocal_factory) before anything is built."""
     check_model_config(cfg)
-    return MODEL_REGISTRY[cfg.MODEL.ARCH](cfg)
+    model = MODEL_REGISTRY[cfg.MODEL.ARCH](cfg)
+    if cfg.TRAIN.CHANNELS_LAST:
+        try:
+            use_channels_last(model)
+        except ValueError as e:
+            raise ConfigError(f"TRAIN.CHANNELS_LAST True does not fit MODEL.ARCH {cfg.MODEL.ARCH!r}: {e}; set "
+                              "TRAIN.CHANNELS_LAST False") from None
+    return model
