@@ -247,19 +247,12 @@ class _EvalSoftmax(nn.Module):
         return out.softmax(-1)
 
 
-def _tapped_logits(tap) -> torch.Tensor:
-    """PySlowFast's head projection output (B×T'×H'×W'×classes) as B×classes logits."""
-    return tap.value.reshape(tap.value.shape[0], -1, tap.value.shape[-1]).mean(1)
-
-
-class _OutputTap:
-    """A forward hook keeping the module's last output (the peer's logits before its softmax)."""
-
-    def __init__(self):
-        self.value = None
-
-    def __call__(self, module, inputs, output):
-        self.value = output
+def tap_logits(net: nn.Module, logits_module) -> callable:
+    """A getter of ``net``'s last logits: a forward hook on ``logits_module(net)`` (PySlowFast's
+    head projection, B×T'×H'×W'×classes) keeps its output, returned as B×classes."""
+    kept = {}
+    logits_module(net).register_forward_hook(lambda module, inputs, output: kept.update(value=output))
+    return lambda: kept["value"].reshape(kept["value"].shape[0], -1, kept["value"].shape[-1]).mean(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,19 +354,19 @@ def build_pair(case: str, size: str, args, side: str = "both") -> dict:
 
 def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
     if case == "slowfast_i3d_nl":
-        peer, state, fmt, ours = _slowfast_i3d_nl(t, s, width, args, build_ours)
+        peer, weights, fmt, ours = _slowfast_i3d_nl(t, s, width, args, build_ours)
     else:
-        peer, state, fmt, ours = _pytorchvideo_net(case, t, s, width, build_ours)
+        peer, weights, fmt, ours = _pytorchvideo_net(case, t, s, width, build_ours)
     g = torch.Generator().manual_seed(2)
     x = torch.randn((args.net_batch, 3, t, s, s), generator=g)
     y = torch.randint(0, 400, (args.net_batch,), generator=g)
-    calibrate_running_stats(peer, x)  # ``state`` holds the same tensors: the copy gets these statistics
+    calibrate_running_stats(peer, x)
     if build_ours:
         from vidnl.models.weights import load_weights
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, f"{case}.pyth")
-            torch.save({"model_state": state}, path)
+            torch.save({"model_state": weights.state_dict()}, path)
             report = load_weights(ours, path, fmt=fmt)
         if report.get("missing") or report.get("unexpected"):
             raise RuntimeError(f"{case}: the {fmt} weights do not fit vidnl's model: {report}")
@@ -383,10 +376,8 @@ def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
     if case == "slowfast_i3d_nl":
         # PySlowFast returns probabilities in eval mode: any two networks' agree to 1e-3 when they are
         # near 1/400 or saturated, so its logits (its head's projection, tapped) are compared.
-        tap = _OutputTap()
         pair["peer_logits_module"] = lambda net: net.net.head.projection
-        pair["peer_logits_module"](peer).register_forward_hook(tap)
-        pair["eval_logits"] = {"peer": lambda: _tapped_logits(tap)}
+        pair["eval_logits"] = {"peer": tap_logits(peer, pair["peer_logits_module"])}
         if build_ours:
             pair["ours"] = _EvalSoftmax(ours)
             pair["eval_logits"]["ours"] = lambda: pair["ours"].logits
@@ -394,7 +385,8 @@ def _build_net(case, t, s, width, args, build_peer, build_ours) -> dict:
 
 
 def _pytorchvideo_net(case, t, s, width, build_ours) -> tuple:
-    """pytorchvideo's hub network (randomised norms), its state, the loader's format, vidnl's network."""
+    """pytorchvideo's hub network (randomised norms), the module whose state is its checkpoint, the
+    loader's format, vidnl's network."""
     from pytorchvideo.models import hub
     from pytorchvideo.models.resnet import create_resnet
 
@@ -418,7 +410,7 @@ def _pytorchvideo_net(case, t, s, width, build_ours) -> tuple:
         if width is not None:
             config["RESNET.BASE_WIDTH"] = width
         ours = vidnl.create_model(case, num_classes=400, config=config)
-    return peer, peer.state_dict(), "pytorchvideo", ours
+    return peer, peer, "pytorchvideo", ours
 
 
 def _slowfast_i3d_nl(t, s, width, args, build_ours) -> tuple:
@@ -445,7 +437,7 @@ def _slowfast_i3d_nl(t, s, width, args, build_ours) -> tuple:
         if width is not None:
             opts += ["RESNET.BASE_WIDTH", str(width)]
         ours = build_model(load_config(VIDNL_I3D_NL_YAML, opts))
-    return _OnePathway(net), net.state_dict(), "pyslowfast", ours
+    return _OnePathway(net), net, "pyslowfast", ours
 
 
 def apply_vidnl_mode(pair: dict, mode: str) -> None:
@@ -539,14 +531,12 @@ def float64_reference(peer: nn.Module, pair: dict, step: bool = True) -> tuple[l
     training): what both sides' float32 results approximate."""
     peer = peer.double()
     x = pair["x"].double()
-    tap = None
-    if "peer_logits_module" in pair:  # the peer returns probabilities in eval mode
-        tap = _OutputTap()
-        pair["peer_logits_module"](peer).register_forward_hook(tap)
+    logits_of = pair.get("peer_logits_module")  # the peer returns probabilities in eval mode
+    tapped = tap_logits(peer, logits_of) if logits_of else None
     with torch.no_grad():
         peer.eval()
         out = peer(x)
-        fwd = [_tapped_logits(tap) if tap else out]
+        fwd = [tapped() if tapped else out]
         if not step:
             return fwd, []
         peer.train()

@@ -36,9 +36,8 @@ def use_channels_last(model: nn.Module) -> nn.Module:
         raise ValueError(f"{type(model).__name__} runs 2-D convolutions per frame; channels-last 3D applies to "
                          "networks of 3-D convolutions")
     with torch.no_grad():
-        for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if p.dim() == 5:
-                    p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        for p in model.parameters():
+            if p.dim() == 5:
+                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
     model.register_forward_pre_hook(_inputs_channels_last)
     return model
