@@ -64,6 +64,23 @@ def test_reid_eval_benchmark_smoke(tmp_path):
     assert os.path.exists(out)
 
 
+def test_multiview_compile_benchmark_smoke(tiny_dataset, tmp_path, monkeypatch):
+    """The end-to-end test eager vs TEST.COMPILE at a tiny size (graph capture only), and its
+    refusal to print times when the compiled test's predictions differ."""
+    import multiview_compile
+    from vidnl.engine import inference
+
+    videos = sorted(os.path.join(tiny_dataset, line.split()[0]) for line in open(os.path.join(tiny_dataset, "test.csv")))
+    args = ["--size", "tiny", "--backend", "aot_eager", "--copies", "1", "--workers", "0", "--videos"] + videos
+    res = multiview_compile.main(args + ["--out", str(tmp_path / "mc.json")])
+    assert res["clips"] == 6 * len(videos) and res["compile_s"] > 0 and res["max_score_difference"] <= 1e-4
+    assert json.load(open(tmp_path / "mc.json"))["videos"] == len(videos)
+    forward = inference.CompiledInference.forward
+    monkeypatch.setattr(inference.CompiledInference, "forward", lambda self, x: forward(self, x).flip(1))
+    with pytest.raises(SystemExit, match="REFUSED"):
+        multiview_compile.main(args)
+
+
 def test_does_nonlocal_help_smoke(tmp_path):
     import does_nonlocal_help
 

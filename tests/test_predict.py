@@ -275,3 +275,18 @@ def test_extract_features_folder_of_tracklets_and_errors(reid_model, tmp_path, c
     assert main(["--cfg", os.path.join(ROOT, "configs", "Synthetic", "I3D_R18_SNL.yaml"), "--weights",
                  reid_model["weights"], reid_model["folder"], "--out", out]) == 2
     assert "MODEL.TASK" in capsys.readouterr().err
+
+
+def test_extract_features_under_test_compile(reid_model, caplog):
+    """TEST.COMPILE (graph capture) embeds the tracklets as eager mode does."""
+    import logging
+
+    tracklets = [reid_model["folder"], reid_model["video"]]
+    eager = extract_features_from_config(reid_model["cfg"], reid_model["weights"], tracklets)
+    cfg = load_config(REID_CFG, REID_OPTS + ["TEST.COMPILE", "True", "TEST.COMPILE_BACKEND", "aot_eager"])
+    torch._dynamo.reset()
+    with caplog.at_level(logging.INFO):
+        compiled = extract_features_from_config(cfg, reid_model["weights"], tracklets)
+    assert "TEST.COMPILE: compiled the model (backend aot_eager) for forward passes of 2 clips" in caplog.text
+    assert compiled["names"] == eager["names"] == tracklets
+    np.testing.assert_allclose(compiled["features"], eager["features"], rtol=1e-5, atol=1e-5)

@@ -178,3 +178,28 @@ def test_features_are_the_mean_of_all_chunk_embeddings(synthetic_mars, tmp_path,
         ref = torch.stack([model(ds.transform.normalizer(ds[i]["inputs"])).mean(0) for i in range(len(ds))])
     assert [ds[i]["inputs"].shape[0] for i in range(len(ds))] == [3, 3, 3, 3, 2, 2, 2]
     torch.testing.assert_close(feats, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_reid_test_under_test_compile_gives_the_eager_metrics(synthetic_mars, tmp_path, caplog):
+    """TEST.COMPILE (graph capture) in the re-ID test: one graph for passes of 5 chunks (the
+    query and gallery passes of 1..5 chunks are padded), the eager CMC/mAP."""
+    import logging
+
+    cfg_file = os.path.join(ROOT, "configs", "MARS", "R50tp_SNL.yaml")
+    weights = str(tmp_path / "w.pyth")
+    base = {"TRAIN.ENABLE": False, "TEST.CHECKPOINT_FILE_PATH": weights, "TEST.BATCH_SIZE": 5}
+    cfg = load_config(cfg_file, tiny_opts(synthetic_mars, str(tmp_path / "eager"), **base))
+    torch.manual_seed(0)
+    model = engine.build_reid_model(cfg, build_reid_data(cfg).num_train_pids)
+    torch.save({"model_state": model.state_dict()}, weights)
+    eager = engine.test(cfg)
+    torch._dynamo.reset()
+    ccfg = load_config(cfg_file, tiny_opts(synthetic_mars, str(tmp_path / "compiled"), **base, **{
+        "TEST.COMPILE": True, "TEST.COMPILE_BACKEND": "aot_eager"}))
+    with caplog.at_level(logging.INFO):
+        compiled = engine.test(ccfg)
+    assert caplog.text.count("TEST.COMPILE: compiled the model (backend aot_eager) for forward passes of 5") == 1
+    assert compiled["num_queries"] == eager["num_queries"] == 20
+    for k in ("rank1", "mAP"):
+        assert compiled[k] == pytest.approx(eager[k], abs=1e-6), k
+    np.testing.assert_allclose(compiled["cmc"], eager["cmc"], atol=1e-9)

@@ -230,7 +230,7 @@ def _first(items):
 def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConfig | None = None,
             ensemble: str = "sum_softmax", batch_size: int = 16, class_names: Sequence[str] | None = None,
             topk: int = 5, device: torch.device | str | None = None, num_workers: int = 0,
-            on_result=None) -> list[dict]:
+            on_result=None, compile_backend: str | None = None) -> list[dict]:
     """Score each video of ``videos`` (file paths, or folders of frames) with ``model``.
 
     The test views come from ``cfg`` (DATA.*, TEST.NUM_ENSEMBLE_VIEWS, TEST.NUM_SPATIAL_CROPS,
@@ -244,13 +244,18 @@ def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConf
     ``{"index", "name", "score", "prob"}`` (``name`` from ``class_names``, else the index as
     text; ``prob`` the mean of the views' softmax, or the softmax of the mean logits); ``notes``
     (e.g. a truncated file). A video that cannot be read gives ``{"path", "error"}`` instead.
-    ``on_result(result)`` is called as each video is done.
+    ``on_result(result)`` is called as each video is done. ``compile_backend`` (e.g. "inductor";
+    from TEST.COMPILE / TEST.COMPILE_BACKEND with ``cfg``) runs the forward passes through one
+    ``torch.compile`` graph (:mod:`vidnl.engine.inference`).
     """
+    from .engine.inference import compile_for_inference, inference_compile_backend
+
     if (cfg is None) == (clip is None):
         raise ValueError("give either cfg or clip (the test-view settings), not both or neither")
     if cfg is not None:
         check_predictable(cfg)
         clip, ensemble, batch_size = test_clip_config(cfg), cfg.TEST.ENSEMBLE_METHOD, cfg.TEST.BATCH_SIZE
+        compile_backend = inference_compile_backend(cfg)
     if clip.modality == "flow":
         raise ValueError("clip.modality 'flow': predict scores RGB videos")
     if ensemble not in ENSEMBLE_METHODS:
@@ -258,7 +263,7 @@ def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConf
     if int(topk) < 1:
         raise PredictInputError(f"top-k must be at least 1, got {topk}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(device).eval()
+    model = compile_for_inference(model.to(device).eval(), batch_size, compile_backend)
     dataset = VideoCSVDataset([VideoRecord(str(p), 0) for p in videos], "test", clip)
     normalize = dataset.normalizer
     loader = torch.utils.data.DataLoader(_SafeItems(dataset), batch_size=1, shuffle=False,

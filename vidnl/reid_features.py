@@ -172,8 +172,10 @@ def extract_features_from_config(cfg, weights: str, inputs: Sequence[str],
     """Load the re-ID model of ``cfg`` with ``weights`` and embed the tracklets of ``inputs``
     (see :func:`expand_tracklets`) with the test settings of ``cfg`` (REID.HEIGHT/WIDTH/MEAN/STD,
     REID.SEQ_LEN, TEST.BATCH_SIZE, TRAIN.MIXED_PRECISION, DATA.DECODING_BACKEND)."""
+    from .engine.inference import build_inference_model
+
     tracklets = expand_tracklets(inputs)
-    model = load_reid_model(cfg, weights, device)
+    model = build_inference_model(cfg, load_reid_model(cfg, weights, device))
     return extract_tracklet_features(tracklets, model, transform=FrameTransform.from_cfg(cfg),
                                      seq_len=cfg.REID.SEQ_LEN, batch_size=cfg.TEST.BATCH_SIZE,
                                      amp=cfg.TRAIN.MIXED_PRECISION, backend=cfg.DATA.DECODING_BACKEND,

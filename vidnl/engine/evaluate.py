@@ -28,6 +28,7 @@ from .checkpoint import list_checkpoints
 from .logging import TensorBoardWriter, log_json_stats, log_run_header, setup_logging
 from .meters import ENSEMBLE_METHODS, MultiViewMeter
 from .metrics import confusion_matrix, per_class_accuracy, topk_reported
+from .inference import build_inference_model
 from .distributed import all_gather_objects, get_rank, get_world_size, init_distributed, is_main_process
 from .setup import get_device, seed_everything
 
@@ -195,7 +196,7 @@ def test(cfg, model: nn.Module | None = None) -> dict:
                 split, len(loader.dataset), loader.dataset.views_per_video, cfg.TEST.NUM_ENSEMBLE_VIEWS,
                 cfg.TEST.NUM_SPATIAL_CROPS)
     names, names_source = dataset_class_names(loader.dataset, cfg.DATA.PATH_TO_DATA_DIR)
-    results = evaluate(model, loader, device, clips_per_forward=cfg.TEST.BATCH_SIZE,
+    results = evaluate(build_inference_model(cfg, model), loader, device, clips_per_forward=cfg.TEST.BATCH_SIZE,
                        ensemble=cfg.TEST.ENSEMBLE_METHOD, desc=f"test/{split}", class_names=names)
     out = os.path.join(cfg.OUTPUT_DIR, f"predictions_{split}.json")
     results["predictions_file"] = out

@@ -42,6 +42,7 @@ from ..models import build_model
 from ..data.samplers import shard_indices
 from ..models.weights import CheckpointError, load_weights
 from .checkpoint import list_checkpoints
+from .inference import build_inference_model
 from .distributed import all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
@@ -235,7 +236,7 @@ def test_split(cfg, split_id: int | None = None) -> dict:
     logger.info("testing weights from %s", path)
     load_weights(model, path, fmt=cfg.MODEL.WEIGHTS_FORMAT, inflate=cfg.MODEL.INFLATE)
     model.to(device)
-    res = evaluate_reid(model, data, cfg, device, rank, world)
+    res = evaluate_reid(build_inference_model(cfg, model), data, cfg, device, rank, world)
     ranks = list(cfg.REID.RANKS)
     out = {"dataset": data.name, "split_id": data.split_id, "checkpoint": path, "distance": cfg.REID.DISTANCE,
            **scalar_summary(res), "cmc": [float(c) for c in res["cmc"]], "skipped_queries": res["skipped_queries"],
