@@ -180,3 +180,34 @@ def test_multi_view_test_and_predict_under_test_compile(tiny_dataset, tmp_path, 
     assert "TEST.COMPILE: compiled the model (backend aot_eager)" in caplog.text
     for r, p in zip(predicted, eager["predictions"]):
         np.testing.assert_allclose(r["scores"], p["scores"], rtol=0, atol=1e-5)
+
+
+def test_validation_under_test_compile_follows_the_training_weights(tiny_dataset, tmp_path, caplog, monkeypatch):
+    """TEST.COMPILE during training: validation compiles once and gives eager validation's scores
+    after every epoch (they change between epochs), so the compiled graph reads the weights as
+    they are trained."""
+    from vidnl.engine import tasks, train
+
+    scores = {}
+
+    def recording(name):
+        def evaluate(*args, **kw):
+            res = real_evaluate(*args, **kw)
+            scores.setdefault(name, []).append([p["scores"] for p in res["predictions"]])
+            return res
+        return evaluate
+
+    real_evaluate = tasks.evaluate
+    extra = {"SOLVER.MAX_EPOCH": 2, "TEST.ENABLE": False, "TRAIN.EVAL_PERIOD": 1}
+    monkeypatch.setattr(tasks, "evaluate", recording("eager"))
+    train(load_config(None, tiny_opts(tiny_dataset, str(tmp_path / "eager"), **extra)))
+    torch._dynamo.reset()
+    monkeypatch.setattr(tasks, "evaluate", recording("compiled"))
+    with caplog.at_level(logging.INFO):
+        train(load_config(None, tiny_opts(tiny_dataset, str(tmp_path / "compiled"), **extra, **{
+            "TEST.COMPILE": True, "TEST.COMPILE_BACKEND": "aot_eager"})))
+    assert caplog.text.count("TEST.COMPILE: compiled the model (backend aot_eager)") == 1
+    eager, compiled = np.array(scores["eager"]), np.array(scores["compiled"])
+    assert eager.shape == compiled.shape and eager.shape[0] == 2  # two validations
+    assert np.abs(eager[1] - eager[0]).max() > 1e-3  # training moved the scores
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)

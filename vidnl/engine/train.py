@@ -34,6 +34,7 @@ from ..models.weights import load_checkpoint_file, load_weights, unwrap
 from .checkpoint import RunState, atomic_torch_save, find_resume_checkpoint, restore_run, save_checkpoint
 from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_object, get_rank, get_world_size,
                           init_distributed, is_main_process)
+from .inference import build_inference_model
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
 from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
@@ -138,7 +139,10 @@ class Trainer:
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.eager_model = self.model  # what validation runs, and the fallback if compiling fails
+        self.eager_model = self.model  # the fallback if compiling fails
+        # What validation runs: the eager model, or with TEST.COMPILE the model compiled for
+        # inference at the first validation (the graph reads the current weights every time).
+        self.val_model = build_inference_model(cfg, unwrap(self.model)) if cfg.TEST.COMPILE else self.model
         if cfg.TRAIN.COMPILE:
             logger.info("torch.compile (backend %s): the first training step compiles the model",
                         cfg.TRAIN.COMPILE_BACKEND)
@@ -296,7 +300,7 @@ class Trainer:
         """The task's validation (every process takes part); rank 0 keeps checkpoint_best.pyth.
         Returns the logged scalars."""
         cfg, state = self.cfg, self.state
-        res, metric, logged, scalars = self.task.validate(self.eager_model, self.device, self.amp)
+        res, metric, logged, scalars = self.task.validate(self.val_model, self.device, self.amp)
         log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **logged})
         self.tb.add_scalars(scalars, epoch + 1, "val")
         if state.best is None or metric > state.best:
