@@ -32,9 +32,10 @@ NETWORKS = ([(name, {}, (3, t, crop, crop)) for name, t, crop in FAMILIES]
                ("preresnet20", {}, (3, 1, 32, 32))])
 
 
-def _eval_model(name: str, **kw) -> nn.Module:
+def _eval_model(name: str, channels_last: bool = False, **kw) -> nn.Module:
     torch.manual_seed(0)
-    model = create_model(name.split("+")[0], num_classes=5, config={"RESNET.BASE_WIDTH": 8}, **kw)
+    model = create_model(name.split("+")[0], num_classes=5,
+                         config={"RESNET.BASE_WIDTH": 8, "TRAIN.CHANNELS_LAST": channels_last}, **kw)
     g = torch.Generator().manual_seed(1)
     for m in model.modules():  # non-trivial norms: zero-initialised final BNs would hide a branch
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -77,9 +78,11 @@ def _counting_backend(graphs: list):
     return backend
 
 
-def test_compiled_inference_compiles_once_and_gives_the_eager_outputs(caplog):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_compiled_inference_compiles_once_and_gives_the_eager_outputs(caplog, channels_last):
     torch._dynamo.reset()
-    model = _eval_model("i3d_r18+snl+paper", nonlocal_blocks=dict(type="snl", location=[[], [1], [0], []]))
+    model = _eval_model("i3d_r18+snl+paper", channels_last=channels_last,
+                        nonlocal_blocks=dict(type="snl", location=[[], [1], [0], []]))
     graphs: list = []
     compiled = CompiledInference(model, batch_size=5, backend=_counting_backend(graphs))
     assert [k for k in compiled.state_dict()] == ["model." + k for k in model.state_dict()]
