@@ -101,12 +101,11 @@ _C.TEST.ENSEMBLE_METHOD = "sum_softmax"
 # Which split file is tested: "test" (test.csv) or "val" (val.csv).
 _C.TEST.SPLIT = "test"
 # torch.compile the model for the test (classification and re-ID), validation during training,
-# tools/predict.py and tools/extract_features.py: forward passes of TEST.BATCH_SIZE clips run through one compiled
-# graph (a shorter pass is padded with zero clips, whose outputs are dropped). The first pass
-# compiles (79 s for I3D-R50-NL on a 2-core CPU; the test then runs 1.5x faster, so it pays from
-# about 100 clips: benchmarks/multiview_compile.py). If compiling fails, the log says why and the
-# test runs in eager mode. Validation during training uses it too (compiled at the first
-# validation).
+# tools/predict.py and tools/extract_features.py: forward passes of TEST.BATCH_SIZE clips run
+# through one compiled graph (a shorter pass is padded with zero clips, whose outputs are
+# dropped). The first pass compiles (79 s for I3D-R50-NL on a 2-core CPU; the test then runs
+# 1.5x faster, so it pays from about 100 clips: benchmarks/multiview_compile.py). If compiling
+# fails, the log says why and inference goes on in eager mode.
 _C.TEST.COMPILE = False
 # torch.compile backend for TEST.COMPILE: "inductor", "aot_eager" or "eager" (as TRAIN.COMPILE_BACKEND).
 _C.TEST.COMPILE_BACKEND = "inductor"
