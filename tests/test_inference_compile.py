@@ -3,7 +3,8 @@ torch.compile graph. Padding a short pass with zero clips is exact because every
 each clip of an eval batch on its own (checked for every family and block, with a network that
 mixes clips as the negative control); the compiled model gives the eager outputs and compiles
 once for all pass sizes; a compiler failure falls back to eager mode with a warning; and the
-multi-view test, predict and re-ID feature extraction give their eager results with it."""
+multi-view test, predict and validation during training give their eager results with it (the
+re-ID test and feature extraction: tests/test_reid_engine.py, tests/test_predict.py)."""
 
 from __future__ import annotations
 
