@@ -63,13 +63,14 @@ class CompileTime(logging.Handler):
             self.seconds = float(record.args[-1])
 
 
-def default_videos() -> list[str]:
+def default_videos(work: str) -> list[str]:
+    """../shared/data/videos/*, else two synthetic videos written under ``work``."""
     shared = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "data", "videos", "*")))
     if shared:
         return shared
     from data_prep import make_synthetic_motion as synth
 
-    out = tempfile.mkdtemp(prefix="vidnl_multiview_compile_videos_")
+    out = os.path.join(work, "synthetic")
     synth.main(["--out", out, "--num-classes", "2", "--train", "1", "--val", "1", "--test", "2", "--frames", "40",
                 "--height", "128", "--width", "160", "--workers", "1"])
     return sorted(os.path.join(out, line.split()[0]) for line in open(os.path.join(out, "test.csv")))
@@ -85,9 +86,19 @@ def main(argv=None) -> dict:
     p.add_argument("--tol", type=float, default=1e-4, help="allowed score difference per view")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    catcher = CompileTime()
+    logger = logging.getLogger("vidnl.engine.inference")
+    logger.addHandler(catcher)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vidnl_multiview_compile_") as work:
+            return run(args, work, catcher)
+    finally:
+        logger.removeHandler(catcher)
 
-    videos = [os.path.abspath(v) for v in (args.videos or default_videos())]
-    work = tempfile.mkdtemp(prefix="vidnl_multiview_compile_")
+
+def run(args, work: str, catcher: CompileTime) -> dict:
+    """Both tests in the folder ``work``; the compile time from ``catcher``."""
+    videos = [os.path.abspath(v) for v in (args.videos or default_videos(work))]
     for folder, listed in (("data", videos * args.copies), ("warmup", videos[:1])):
         os.makedirs(os.path.join(work, folder))
         with open(os.path.join(work, folder, "test.csv"), "w") as f:
@@ -113,8 +124,6 @@ def main(argv=None) -> dict:
     start = time.time()
     eager = run_test(cfg)
     eager_s = time.time() - start
-    catcher = CompileTime()
-    logging.getLogger("vidnl.engine.inference").addHandler(catcher)
     torch._dynamo.reset()
     start = time.time()
     compiled = run_test(cfg_for("compiled", **{"TEST.COMPILE": True, "TEST.COMPILE_BACKEND": args.backend}))
