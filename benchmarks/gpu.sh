@@ -28,13 +28,17 @@ bench() {  # dtype tables...
 echo "== 2. nonlocal blocks on the GPU, float32"
 bench float32 snl crossover softmax blocks
 
-echo "== 3. demo on the GPU (float16 autocast + gradient scaler)"
-demo=${TMPDIR:-/tmp}/vidnl_demo_gpu
-rm -rf "$demo"
-timeout 180 $py tools/run_net.py --cfg configs/Synthetic/I3D_R18_SNL.yaml NUM_GPUS 1 TRAIN.MIXED_PRECISION True \
-  DATA_LOADER.NUM_WORKERS 8 OUTPUT_DIR "$demo" > "$out/demo_gpu_stdout.txt" 2>&1 || status=1
-tail -5 "$out/demo_gpu_stdout.txt"
-cp "$demo/log.txt" "$out/demo_gpu_log.txt"
+for amp in float16 bfloat16; do
+  echo "== 3. demo on the GPU ($amp autocast$([ $amp = float16 ] && echo ' + gradient scaler'))"
+  demo=${TMPDIR:-/tmp}/vidnl_demo_gpu_$amp
+  rm -rf "$demo"
+  timeout 180 $py tools/run_net.py --cfg configs/Synthetic/I3D_R18_SNL.yaml NUM_GPUS 1 TRAIN.MIXED_PRECISION True \
+    TRAIN.AMP_DTYPE $amp DATA_LOADER.NUM_WORKERS 8 OUTPUT_DIR "$demo" > "$out/demo_gpu_${amp}_stdout.txt" 2>&1 || status=1
+  tail -5 "$out/demo_gpu_${amp}_stdout.txt"
+  cp "$demo/log.txt" "$out/demo_gpu_${amp}_log.txt"
+done
+echo "== 3b. AMP step time on the GPU: float32 / bfloat16 / float16"
+$py benchmarks/amp.py --speed --device cuda --out "$out/amp_gpu.json" || status=1
 
 echo "== 4. nonlocal blocks on the GPU, bfloat16"
 bench bfloat16 snl softmax blocks

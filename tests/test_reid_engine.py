@@ -81,7 +81,10 @@ def test_tiny_mars_run_learns_identities_and_resumes(synthetic_mars, tmp_path):
     assert m, proc.stdout[-2000:]
     rank1, mAP, nq = float(m.group(1)), float(m.group(2)), int(m.group(3))
     res = json.load(open(os.path.join(out, "reid_results_test.json")))
-    assert (res["rank1"], res["num_queries"], res["num_skipped_queries"]) == (rank1, 20, 0) and nq == 20
+    # the log prints 2 decimals: the stored value is the printed one to rounding (on CPUs with
+    # AVX-512 the stored rank-1 came out as 55.00000000000001, printed 55.00)
+    assert res["rank1"] == pytest.approx(rank1, abs=0.005)
+    assert (res["num_queries"], res["num_skipped_queries"]) == (20, 0) and nq == 20
     assert res["num_gallery_tracklets"] == 42 and res["data"]["junk_gallery_tracklets"] == 1
     print(f"\ntiny synthetic MARS, R50tp + SNL (width 4), 20 epochs: rank-1 {rank1:.1f}% mAP {mAP:.1f}% "
           f"(chance rank-1 5%)")
@@ -99,7 +102,7 @@ def test_tiny_mars_run_learns_identities_and_resumes(synthetic_mars, tmp_path):
     assert [s["_type"] for s in stats].count("train_epoch") == 20
     assert [os.path.basename(p) for p in list_checkpoints(out)] == ["checkpoint_epoch_00010.pyth",
                                                                    "checkpoint_epoch_00020.pyth"]
-    assert load_checkpoint_file(os.path.join(out, "checkpoints", "checkpoint_best.pyth"))["best_metric"] >= rank1
+    assert load_checkpoint_file(os.path.join(out, "checkpoints", "checkpoint_best.pyth"))["best_metric"] >= rank1 - 0.005
     # the same command again resumes: nothing left to train, the same test result
     again = run_net(opts)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -105,7 +105,7 @@ def tracklet_chunks(path: str, transform: FrameTransform, seq_len: int, backend:
 @torch.no_grad()
 def extract_tracklet_features(tracklets: Sequence[str], model: nn.Module, *, transform: FrameTransform,
                               seq_len: int, batch_size: int = 16, device: torch.device | str | None = None,
-                              amp: bool = False, backend: str = "auto", threads: int = 1) -> dict:
+                              amp: bool | str = False, backend: str = "auto", threads: int = 1) -> dict:
     """One embedding per tracklet (folder of frames or video file), as the re-ID test computes it.
 
     ``model`` maps B×C×T×H×W (normalised with ``transform``'s mean/std) to B×D embeddings in
@@ -114,9 +114,10 @@ def extract_tracklet_features(tracklets: Sequence[str], model: nn.Module, *, tra
     N×D float32 numpy, "num_frames": N ints, "failed": [{"name", "reason"}] for the tracklets
     that could not be read (never raised)}.
     """
-    from .engine.setup import autocast_context
+    from .engine.precision import autocast_context, resolve_amp_dtype
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp = resolve_amp_dtype(bool(amp), amp if isinstance(amp, str) else "auto", device)
     model = model.to(device).eval()
     normalize = transform.normalizer
     names, feats, frames, failed = [], [], [], []
@@ -178,7 +179,7 @@ def extract_features_from_config(cfg, weights: str, inputs: Sequence[str],
     model = build_inference_model(cfg, load_reid_model(cfg, weights, device))
     return extract_tracklet_features(tracklets, model, transform=FrameTransform.from_cfg(cfg),
                                      seq_len=cfg.REID.SEQ_LEN, batch_size=cfg.TEST.BATCH_SIZE,
-                                     amp=cfg.TRAIN.MIXED_PRECISION, backend=cfg.DATA.DECODING_BACKEND,
+                                     amp=cfg.TRAIN.MIXED_PRECISION and cfg.TRAIN.AMP_DTYPE, backend=cfg.DATA.DECODING_BACKEND,
                                      threads=cfg.DATA.DECODING_THREADS)
 
 

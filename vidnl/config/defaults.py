@@ -61,8 +61,12 @@ _C.TRAIN.REQUIRE_CHECKPOINT_FILE = False
 _C.TRAIN.CHECKPOINT_ALLOW_SHAPE_MISMATCH = False
 # Also restore optimizer state and epoch from CHECKPOINT_FILE_PATH (continue that run).
 _C.TRAIN.CHECKPOINT_LOAD_OPTIMIZER = False
-# Mixed precision: float16 autocast with a gradient scaler on GPU, bfloat16 autocast on CPU.
+# Mixed precision: autocast to TRAIN.AMP_DTYPE in training, validation and the re-ID test
+# (weights, optimizer and losses stay float32; vidnl/engine/precision.py).
 _C.TRAIN.MIXED_PRECISION = False
+# "auto": bfloat16 on the CPU and on GPUs of compute capability >= 8.0 (A100, H100), float16 on
+# older GPUs; "bfloat16" (no gradient scaler); "float16" (GPU only, with a gradient scaler).
+_C.TRAIN.AMP_DTYPE = "auto"
 # Clip the global gradient norm to this value (0: no clipping).
 _C.TRAIN.CLIP_GRAD_NORM = 0.0
 # torch.compile the model for training (the first step compiles: minutes on a CPU, needs a C++

@@ -31,6 +31,7 @@ EXTENSIONS = (defaults_data, defaults_reid)  # config groups added by other area
 # Allowed values of string / choice keys. Checked after every merge.
 ALLOWED_VALUES = {
     "TRAIN.COMPILE_BACKEND": ("inductor", "aot_eager", "eager"),
+    "TRAIN.AMP_DTYPE": ("auto", "bfloat16", "float16"),  # = vidnl.engine.precision.AMP_DTYPES (tested)
     "TEST.COMPILE_BACKEND": ("inductor", "aot_eager", "eager"),
     "MODEL.TASK": ("classification", "reid"),
     "TEST.NUM_SPATIAL_CROPS": (1, 3),

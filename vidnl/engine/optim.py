@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ..errors import VidnlUserError
+
 
 def lr_at_epoch(cfg, epoch: float) -> float:
     """Learning rate at fractional epoch ``epoch`` (warm-up, then the policy)."""
@@ -67,20 +69,43 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"SOLVER.OPTIMIZING_METHOD {s.OPTIMIZING_METHOD!r} is not supported")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(VidnlUserError, ArithmeticError):
+    """Training diverged (a NaN or infinite loss or gradient): the message says where and what to
+    change; tools exit 2 without a traceback."""
+
+
+class NonFiniteStep(ArithmeticError):
+    """A training step's loss or gradient norm is NaN or infinite; the weights were not changed.
+    ``what`` is "loss" or "gradient norm", ``value`` its value."""
+
+    def __init__(self, what: str, value: float):
+        super().__init__(f"{what} is {value}")
+        self.what, self.value = what, value
 
 
 def optimization_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler, model: nn.Module,
-                      clip_grad_norm: float, where: str, base_lr: float) -> None:
-    """Check the loss is finite, backpropagate (through the AMP scaler), clip the global gradient
-    norm if asked, step the optimizer. ``where`` names the position for the error message."""
-    if not math.isfinite(loss.item()):
-        raise TrainingDiverged(f"loss is {loss.item()} at {where}; lower SOLVER.BASE_LR (now {base_lr})")
+                      clip_grad_norm: float) -> None:
+    """Backpropagate ``loss`` (through the AMP scaler), clip the global gradient norm if asked and
+    step the optimizer. Raises :class:`NonFiniteStep` before touching the weights when the loss,
+    or (without a float16 gradient scaler, which skips such steps itself) the gradient norm, is
+    not finite. The backward pass runs first, so under DDP every process takes part in its
+    gradient all-reduce and sees the same non-finite norm."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    value = loss.item()
+    if not math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteStep("loss", value)
+    params = [p for p in model.parameters() if p.grad is not None]
     if clip_grad_norm > 0:
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    elif not scaler.is_enabled():
+        norm = nn.utils.get_total_norm([p.grad for p in params])
+    else:
+        norm = None
+    if norm is not None and not scaler.is_enabled() and not math.isfinite(norm.item()):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteStep("gradient norm", norm.item())
     scaler.step(optimizer)
     scaler.update()

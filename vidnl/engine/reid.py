@@ -46,7 +46,8 @@ from .inference import build_inference_model
 from .distributed import all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
 from .reid_metrics import average_results, distance_matrix, evaluate_ranking
-from .setup import autocast_context, get_device, seed_everything
+from .precision import amp_dtype_of, autocast_context
+from .setup import get_device, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def extract_features(model: nn.Module, tracklets: list[Tracklet], cfg, device: t
     loader = DataLoader(ds, batch_size=1, shuffle=False, collate_fn=collate_reid_test,
                         num_workers=cfg.DATA_LOADER.NUM_WORKERS,
                         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and device.type == "cuda")
-    step, amp = cfg.TEST.BATCH_SIZE, cfg.TRAIN.MIXED_PRECISION
+    step, amp = cfg.TEST.BATCH_SIZE, amp_dtype_of(cfg, device)
     normalize = ds.transform.normalizer
     sums: torch.Tensor | None = None
     counts = torch.zeros(len(ds))

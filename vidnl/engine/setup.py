@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from contextlib import nullcontext
-
 import numpy as np
 import torch
 
@@ -28,12 +26,3 @@ def get_device(cfg) -> torch.device:
     if cfg.NUM_GPUS > 0:
         logger.info("NUM_GPUS=%d but CUDA is not available: running on the CPU", cfg.NUM_GPUS)
     return torch.device("cpu")
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    """Mixed precision: float16 autocast on GPU (with a GradScaler in the trainer), bfloat16 on CPU."""
-    if not enabled:
-        return nullcontext()
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", dtype=torch.bfloat16)

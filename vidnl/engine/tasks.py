@@ -40,7 +40,7 @@ from ..data.samplers import GlobalBatchSampler
 from .evaluate import evaluate, metric_summary, summary
 from .losses import reid_loss
 from .reid import build_reid_model, evaluate_reid, log_data, metrics_line, scalar_summary
-from .setup import autocast_context
+from .precision import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Task:
         """Model outputs -> (scalar loss, logits B×K for the training top-1, {part: float})."""
         raise NotImplementedError
 
-    def validate(self, model: nn.Module, device: torch.device, amp: bool) -> tuple[dict, float, dict, dict]:
+    def validate(self, model: nn.Module, device: torch.device, amp: torch.dtype | None) -> tuple[dict, float, dict, dict]:
         """-> (results, the best-metric's value, the val_epoch json_stats fields, TensorBoard scalars)."""
         raise NotImplementedError
 
@@ -249,7 +249,7 @@ class ReIDTask(Task):
     def loss(self, outputs, targets):
         r = self.cfg.REID
         logits, feats = outputs
-        loss, parts = reid_loss(logits, feats.float(), targets, ce_weight=r.CE_WEIGHT, triplet_weight=r.TRIPLET_WEIGHT,
+        loss, parts = reid_loss(logits.float(), feats.float(), targets, ce_weight=r.CE_WEIGHT, triplet_weight=r.TRIPLET_WEIGHT,
                                 margin=r.TRIPLET_MARGIN, label_smoothing=self.cfg.MODEL.LABEL_SMOOTHING,
                                 global_batch=self.world > 1)
         return loss, logits, parts

@@ -31,15 +31,17 @@ from ..data.loader import FailureLog
 from ..config import ConfigError
 from ..errors import DatasetError
 from ..models.weights import load_checkpoint_file, load_weights, unwrap
-from .checkpoint import RunState, atomic_torch_save, find_resume_checkpoint, restore_run, save_checkpoint
+from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints, restore_run,
+                         save_checkpoint)
 from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_object, get_rank, get_world_size,
                           init_distributed, is_main_process)
 from .inference import build_inference_model
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
-from .optim import build_optimizer, lr_at_epoch, optimization_step, set_lr
+from .optim import NonFiniteStep, TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr
 from .run_manifest import check_resume_config, write_manifest
-from .setup import autocast_context, get_device, seed_everything
+from .precision import amp_dtype_of, autocast_context, needs_grad_scaler
+from .setup import get_device, seed_everything
 from .split_invariant import make_split_invariant, set_dropout_step
 from .tasks import Task, task_for
 
@@ -127,8 +129,11 @@ class Trainer:
         model = make_split_invariant(model, seed=cfg.RNG_SEED, rank=self.rank, world=self.world, sync_bn=sync_bn)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.amp = cfg.TRAIN.MIXED_PRECISION
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.amp = amp_dtype_of(cfg, self.device)  # the autocast dtype, or None
+        if self.amp is not None:
+            logger.info("mixed precision: %s autocast%s", str(self.amp).replace("torch.", ""),
+                        " with a gradient scaler" if needs_grad_scaler(self.amp) else "")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp))
         self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler, task)
         if self.main:
             write_manifest(cfg, self.model)
@@ -192,8 +197,10 @@ class Trainer:
             with autocast_context(self.device, self.amp):
                 outputs = self.forward(*inputs)
             loss, logits, parts = task.loss(outputs, y)
-            optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM,
-                              f"epoch {epoch + 1} iteration {it + 1}", cfg.SOLVER.BASE_LR)
+            try:
+                optimization_step(loss, self.optimizer, self.scaler, self.model, cfg.TRAIN.CLIP_GRAD_NORM)
+            except NonFiniteStep as e:
+                raise self.diverged(e, epoch, it, iters, lr) from None
             n, step_loss = y.shape[0], loss.item()
             hits = topk_correct(logits.detach().float(), y, (1,))[1]
             timer.step_done()
@@ -219,6 +226,25 @@ class Trainer:
         return {"_type": "train_epoch", "epoch": epoch + 1, **{k: totals[k] / max(seen, 1) for k in names},
                 f"{acc}_acc": top1, f"{acc}_err": 100.0 - top1, "lr": lr, "clips": int(seen), "time_s": elapsed,
                 "clips_per_s": seen / max(elapsed, 1e-9), **memory_stats(self.device)}
+
+    def diverged(self, e: NonFiniteStep, epoch: int, it: int, iters: int, lr: float) -> TrainingDiverged:
+        """The user's message for a step whose loss or gradient norm was not finite (the weights
+        were left as they were; nothing is saved after the last good checkpoint)."""
+        cfg = self.cfg
+        kept = list_checkpoints(cfg.OUTPUT_DIR)
+        last = f"the last good checkpoint {kept[-1]}" if kept else "the start (no checkpoint was written yet)"
+        msg = (f"training diverged: {e.what} is {e.value} at epoch {epoch + 1} iteration {it + 1} (step "
+               f"{epoch * iters + it + 1}, learning rate {lr:.4g}); the weights of that step were not applied. ")
+        if self.amp is not None:
+            msg += (f"The run is in mixed precision ({str(self.amp).replace('torch.', '')}): the same command with "
+                    f"TRAIN.MIXED_PRECISION False resumes from {last} in float32. Otherwise: ")
+        msg += f"lower SOLVER.BASE_LR (now {cfg.SOLVER.BASE_LR:g})"
+        if cfg.TRAIN.CLIP_GRAD_NORM <= 0:
+            msg += " or set TRAIN.CLIP_GRAD_NORM (e.g. 1.0)"
+        msg += " with a new OUTPUT_DIR"
+        if kept:
+            msg += f" (TRAIN.CHECKPOINT_FILE_PATH {kept[-1]} starts it from the last good weights)"
+        return TrainingDiverged(msg + ".")
 
     def reduce(self, sums: dict) -> dict:
         """``sums`` summed over all processes (same keys, same order on every process)."""

@@ -25,6 +25,11 @@ argument, and ``STYLES`` names the two sets (docs/nonlocal.md, "Paper and offici
 before φ and g, the released NL code), ``pool_ceil_mode``, SNL's ``output_activation`` and
 ``a_sign``, and CGNL's ``gamma``, ``beta`` and ``norm_layer``.
 
+Inside autocast (mixed precision) the projections and the output convolution run in the low
+precision, and the graph part (the kernel, its normaliser — softmax, 1/N, D⁻¹, D^-½ — the
+aggregation and the Chebyshev recursion) in float32 (:func:`in_float32`), as PyTorch's own
+attention kernels accumulate in float32.
+
 Blocks are registered by name in ``BLOCK_REGISTRY`` (``@BLOCK_REGISTRY.register("nl")``). Every
 constructor lists all its options as keyword-only parameters (the shared ones of
 :class:`NonLocalBase` included), so ``inspect.signature`` / ``help`` show them, and the options a
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -90,6 +95,19 @@ def _as_5d(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         return x.unsqueeze(2).unsqueeze(2)
     raise ValueError(f"nonlocal blocks take B×C×L, B×C×H×W or B×C×T×H×W, got shape {tuple(x.shape)}")
+
+
+def in_float32(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with autocast off and the floating-point tensor arguments in
+    float32 when autocast is on for their device; otherwise the plain call. A callable result
+    (an affinity operator v -> A v) is wrapped the same way."""
+    device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):  # not on "meta"
+        return fn(*args, **kwargs)
+    args = tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    with torch.autocast(device, enabled=False):
+        out = fn(*args, **kwargs)
+    return (lambda *a: in_float32(out, *a)) if callable(out) else out
 
 
 def _conv(cin: int, cout: int, bias: bool, groups: int = 1) -> nn.Conv3d:
@@ -263,7 +281,7 @@ class PairwiseBlock(NonLocalBase):
         concat = self._concat_weights()
         fast = self.use_fast(self.kernel, self.norm, theta.shape[-2], phi.shape[-2], theta.shape[-1], cv,
                              theta.device.type, theta.shape[:-2].numel())
-        return NF.affinity_operator(theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
+        return in_float32(NF.affinity_operator, theta, phi, self.kernel, self.norm, self.subsampled, fast, concat)
 
     def affinity(self, x: torch.Tensor) -> torch.Tensor:
         """The dense affinity A (G×N×M) of input x, for inspection and visualisation."""
@@ -358,7 +376,7 @@ class SNL(PairwiseBlock):
         if self.a_sign < 0:
             op = _negated(op)
         z_keys = zn if self.pool is None else to_nodes(self.on_keys(self.g, x, z, pooled_x), self.mode)
-        terms = NF.chebyshev_terms(op, zn, z_keys, self.order)
+        terms = in_float32(NF.chebyshev_terms, op, zn, z_keys, self.order)
         return sum(w(from_nodes(t, self.mode, z.shape)) for w, t in zip(self.out_proj, terms))
 
     def forward_5d(self, x):
@@ -447,7 +465,7 @@ class A2(NonLocalBase):
         gl = to_nodes(self.on_keys(self.gather, x, pooled_x=pooled_x), self.mode)
         dl = to_nodes(self.distribute(x), self.mode)
         fast = self.implementation != "dense"
-        out = (NF.double_attention_fast if fast else NF.double_attention_dense)(gl, dl, zk)
+        out = in_float32(NF.double_attention_fast if fast else NF.double_attention_dense, gl, dl, zk)
         shape = (x.shape[0], self.dim_inner) + tuple(x.shape[2:])
         return self.out_proj[0](from_nodes(out, self.mode, shape))
 
@@ -524,11 +542,11 @@ class CGNL(NonLocalBase):
                                                   for d in (3, 4, 5) if d not in dims):
             def split(t):  # channels of a group are contiguous: a view, no copy
                 return t.reshape(t.shape[0], self.groups, cg, *t.shape[2:])
-            y = NF.cgnl_fast(split(theta), split(phi), split(g), self.kernel, self.order, self.gamma, self.beta,
-                             dims=dims)
+            y = in_float32(NF.cgnl_fast, split(theta), split(phi), split(g), self.kernel, self.order, self.gamma,
+                           self.beta, dims=dims)
             return self.out_proj[0](y.reshape(theta.shape))
         fn = NF.cgnl_dense if self.implementation == "dense" else NF.cgnl_fast
-        y = fn(grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma, self.beta)
+        y = in_float32(fn, grouped(theta), grouped(phi), grouped(g), self.kernel, self.order, self.gamma, self.beta)
         n_graphs = y.shape[0] // self.groups
         n_nodes = y.shape[1] // cg
         y = y.reshape(n_graphs, self.groups, n_nodes, cg).permute(0, 2, 1, 3).reshape(n_graphs, n_nodes, -1)
@@ -577,7 +595,7 @@ class CC(NonLocalBase):
         def last(t):  # B×C×T×H×W -> B×T×H×W×C
             return t.permute(0, 2, 3, 4, 1)
         fn = NF.criss_cross_dense if self.implementation == "dense" else NF.criss_cross_fast
-        out = fn(last(self.theta(x)), last(self.phi(x)), last(self.g(x)))
+        out = in_float32(fn, last(self.theta(x)), last(self.phi(x)), last(self.g(x)))
         return self.out_proj[0](out.permute(0, 4, 1, 2, 3))
 
     def forward_5d(self, x):
