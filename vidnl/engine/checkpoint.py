@@ -5,7 +5,16 @@ Layout: ``OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth`` (state after 5 fi
 every TRAIN.CHECKPOINT_PERIOD_ITERS iterations) and ``checkpoint_best.pyth`` (best validation
 top-1). A checkpoint holds ``model_state``, ``optimizer_state``, ``scaler_state`` (AMP),
 ``epoch`` (finished epochs), ``iteration`` (iterations done in the next epoch), ``rng`` (python,
-numpy, torch[, cuda]), ``best_metric``, ``cfg`` (YAML text) and ``vidnl_version``.
+numpy, torch[, cuda]), ``best_metric``, ``cfg`` (YAML text), ``vidnl_version`` and ``run_id``.
+
+One run owns the checkpoints folder. Every training run has a ``run_id`` (a new one for a new
+run, the resumed checkpoint's when it resumes; files of vidnl versions before run ids have
+none); when a run is accepted (its config checked), :func:`claim_checkpoints` moves every file
+named like a checkpoint that is not this run's (an earlier run's with ``TRAIN.AUTO_RESUME False``,
+a converted weights file, an unreadable one) to ``checkpoints/set_aside/<time>/``, with a
+warning: nothing is deleted, and resuming, pruning (``TRAIN.KEEP_CHECKPOINTS``) and the test
+after training only ever see the run's own files. A file named like a checkpoint that is not a
+training run's (no ``epoch`` or ``cfg``) is skipped with a warning by resume and test.
 
 Reading weights into a model (safe loads with ``weights_only=True``, Caffe2 pickles, other
 layouts, strict key matching) is ``vidnl.models.weights``: the engine uses it, models never
@@ -19,8 +28,11 @@ import logging
 import os
 import random
 import re
+import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # Re-exported for user code (backwards compatibility); vidnl imports them from vidnl.models.weights.
 __all__ = ["CheckpointError", "RunState", "atomic_torch_save", "checkpoint_dir", "epoch_checkpoint_path",
-           "extract_model_state", "find_resume_checkpoint", "get_rng_state", "list_checkpoints", "load_caffe2_pickle",
+           "extract_model_state", "find_resume_checkpoint", "claim_checkpoints", "newest_run_checkpoint", "get_rng_state", "list_checkpoints", "load_caffe2_pickle",
            "load_checkpoint_file", "load_model_weights", "load_weights", "restore_run", "save_checkpoint",
            "set_rng_state", "unwrap"]
 
@@ -115,10 +127,11 @@ def _to_tuple(x):
 
 
 def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer, cfg, best_metric: float | None,
-                    keep: int = 0, iteration: int = 0, scaler=None) -> str:
+                    keep: int = 0, iteration: int = 0, scaler=None, run_id: str | None = None) -> str:
     """Write the state after ``epoch`` finished epochs and ``iteration`` iterations of the next;
     keep only the newest ``keep`` checkpoints (0: all)."""
     state = {
+        "run_id": run_id,
         "epoch": epoch,
         "iteration": iteration,
         "scaler_state": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -142,14 +155,93 @@ def _version() -> str:
     return __version__
 
 
+RUN_KEYS = ("epoch", "model_state", "cfg")  # what a training run's checkpoint holds
+BEST_NAME = "checkpoint_best.pyth"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def check_run_checkpoint(path: str, ckpt: dict) -> dict:
+    """``ckpt`` if it is a training run's checkpoint, else CheckpointError naming the file."""
+    missing = [k for k in RUN_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of a vidnl training run (no {' or '.join(repr(k) for k in missing)}; e.g. a "
+            f"converted or exported weights file). Load such weights with TEST.CHECKPOINT_FILE_PATH or "
+            f"TRAIN.CHECKPOINT_FILE_PATH, and keep them outside {os.path.dirname(path)}")
+    return ckpt
+
+
+def read_run_checkpoint(path: str) -> dict:
+    """A training run's checkpoint (CheckpointError if unreadable or not a run's)."""
+    return check_run_checkpoint(path, load_checkpoint_file(path))
+
+
 def find_resume_checkpoint(output_dir: str) -> tuple[str, dict] | None:
-    """Newest readable epoch checkpoint of a run; an unreadable newest one is skipped with a
-    warning (e.g. a disk that filled up) and the previous one is used."""
+    """Newest readable epoch checkpoint of a run; an unreadable newest one (e.g. a disk that
+    filled up) or a file that is not a run's checkpoint is skipped with a warning and the
+    previous one is used."""
     for path in reversed(list_checkpoints(output_dir)):
         try:
-            return path, load_checkpoint_file(path)
+            return path, read_run_checkpoint(path)
         except CheckpointError as e:
-            logger.warning("skipping unreadable checkpoint: %s", e)
+            logger.warning("skipping %s", e)
+    return None
+
+
+def _run_id_of(path: str) -> tuple[bool, str | None]:
+    """(whether ``path`` is a readable run checkpoint, its run_id) without reading its tensors
+    (memory-mapped load)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable files are set aside, not fatal
+        return False, None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in RUN_KEYS):
+        return False, None
+    return True, ckpt.get("run_id")
+
+
+def claim_checkpoints(output_dir: str, run_id: str | None) -> list[str]:
+    """Move every file of ``OUTPUT_DIR/checkpoints`` named like a checkpoint (epoch, mid-epoch,
+    best) that is not a readable checkpoint of run ``run_id`` to ``checkpoints/set_aside/<time>/``
+    (a warning names them). Returns the moved files' new paths."""
+    names = list_checkpoints(output_dir)
+    best = os.path.join(checkpoint_dir(output_dir), BEST_NAME)
+    if os.path.isfile(best):
+        names.append(best)
+    others = [p for p in names if _run_id_of(p) != (True, run_id)]
+    if not others:
+        return []
+    dest = os.path.join(checkpoint_dir(output_dir), "set_aside", time.strftime("%Y%m%d-%H%M%S"))
+    while os.path.exists(dest):
+        dest += "_"
+    os.makedirs(dest)
+    moved = []
+    for p in others:
+        target = os.path.join(dest, os.path.basename(p))
+        shutil.move(p, target)
+        moved.append(target)
+    logger.warning("%d file(s) in %s are not this run's checkpoints (an earlier run's, or other files named like "
+                   "checkpoints: %s); moved them to %s so that resuming, TRAIN.KEEP_CHECKPOINTS and the test see "
+                   "only this run's", len(moved), checkpoint_dir(output_dir),
+                   ", ".join(os.path.basename(p) for p in moved[:5]) + (", ..." if len(moved) > 5 else ""), dest)
+    return moved
+
+
+def newest_run_checkpoint(output_dir: str) -> str | None:
+    """The newest readable run checkpoint in ``OUTPUT_DIR/checkpoints`` (what the test takes
+    without TEST.CHECKPOINT_FILE_PATH); other files named like checkpoints are skipped with a
+    warning."""
+    for path in reversed(list_checkpoints(output_dir)):
+        ok, _ = _run_id_of(path)
+        if ok:
+            return path
+        try:
+            read_run_checkpoint(path)
+        except CheckpointError as e:
+            logger.warning("skipping %s", e)
     return None
 
 
@@ -161,6 +253,7 @@ class RunState:
     epoch: int = 0
     iteration: int = 0
     best: float | None = None
+    run_id: str | None = field(default_factory=new_run_id)
 
 
 def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> RunState:
@@ -172,7 +265,7 @@ def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> R
         scaler.load_state_dict(ckpt["scaler_state"])
     if ckpt.get("rng") is not None:
         set_rng_state(ckpt["rng"])
-    state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
+    state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"), ckpt.get("run_id"))
     logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
     log_json_stats({"_type": "resume", "epoch": state.epoch, "iteration": state.iteration, "checkpoint": path})
     return state

@@ -11,7 +11,6 @@ else the indices as strings), per-class top-1 (``per_class``) and the confusion 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,8 @@ from tqdm import tqdm
 from ..data.loader import build_test_loader
 from ..errors import DatasetError
 from ..models.weights import CheckpointError, load_weights
-from .checkpoint import list_checkpoints
+from .checkpoint import newest_run_checkpoint
+from .output_dir import write_json_atomic
 from .logging import TensorBoardWriter, log_json_stats, log_run_header, setup_logging
 from .meters import ENSEMBLE_METHODS, MultiViewMeter
 from .metrics import confusion_matrix, per_class_accuracy, topk_reported
@@ -163,8 +163,7 @@ def metric_summary(results: dict) -> dict:
 def resolve_test_checkpoint(cfg) -> str | None:
     if cfg.TEST.CHECKPOINT_FILE_PATH:
         return cfg.TEST.CHECKPOINT_FILE_PATH
-    found = list_checkpoints(cfg.OUTPUT_DIR)
-    return found[-1] if found else None
+    return newest_run_checkpoint(cfg.OUTPUT_DIR)
 
 
 def test(cfg, model: nn.Module | None = None) -> dict:
@@ -203,10 +202,7 @@ def test(cfg, model: nn.Module | None = None) -> dict:
     results["classes_source"] = names_source if results["classes"] == names else "index"
     if not main:
         return results
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, out)
+    write_json_atomic(out, results)
     log_json_stats({"_type": f"test_{split}", "world_size": get_world_size(), **summary(results)})
     tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE)
     tb.add_scalars(metric_summary(results), 0, f"test_{split}")

@@ -40,7 +40,13 @@ def setup_logging(output_dir: str | None = None, level: int = logging.INFO, quie
     handlers = [_ConsoleHandler(sys.stdout)]
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "log.txt")))
+        log = os.path.join(output_dir, "log.txt")
+        if os.path.islink(log):
+            from .output_dir import OutputDirError
+
+            raise OutputDirError(f"{log} is a symbolic link (to {os.readlink(log)}): the log would be appended to the "
+                                 f"file it points to; remove the link or choose another OUTPUT_DIR")
+        handlers.append(logging.FileHandler(log))
     for h in handlers:
         h.setFormatter(fmt)
         h._vidnl = True

@@ -2,7 +2,9 @@
 
 ``prepare_output_dir`` creates ``OUTPUT_DIR/checkpoints`` and writes a probe file there, so a
 read-only or misplaced folder stops the run at once (exit 2) instead of after an epoch.
-``output_dir_lock`` holds an exclusive ``flock`` on ``OUTPUT_DIR/.vidnl.lock`` (rank 0 only)
+Symbolic links to files inside it are refused (``check_no_symlinked_outputs``) and outputs
+are written with ``write_text_atomic`` / ``write_json_atomic`` (strict JSON), which replace a link
+instead of writing through it. ``output_dir_lock`` holds an exclusive ``flock`` on ``OUTPUT_DIR/.vidnl.lock`` (rank 0 only)
 for the whole run: a second run on the same folder stops with the PID of the one that holds it.
 The kernel drops the lock when its process dies, so a killed run leaves no stale lock.
 """
@@ -10,6 +12,8 @@ The kernel drops the lock when its process dies, so a killed run leaves no stale
 from __future__ import annotations
 
 import fcntl
+import json
+import math
 import os
 import socket
 import tempfile
@@ -31,6 +35,7 @@ def prepare_output_dir(output_dir: str) -> None:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise OutputDirError(f"OUTPUT_DIR {output_dir} exists and is not a folder")
     folder = os.path.join(output_dir, "checkpoints")
+    check_no_symlinked_outputs(output_dir)
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_probe_"):
@@ -60,3 +65,56 @@ def output_dir_lock(output_dir: str, enabled: bool = True):
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by None, so that it is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``:
+    a reader sees the old or the complete new file, and a symbolic link at ``path`` is replaced,
+    never written through."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str, obj) -> str:
+    """``obj`` as strict JSON (non-finite numbers become null) via :func:`write_text_atomic`."""
+    return write_text_atomic(path, json.dumps(_finite(obj), indent=1, allow_nan=False))
+
+
+def check_no_symlinked_outputs(output_dir: str) -> None:
+    """OutputDirError if a file vidnl writes in OUTPUT_DIR (any file of the folder, of
+    ``checkpoints/`` or of a ``split_XX/`` run) is a symbolic link: writing through it would change
+    a file outside the run. Linked folders (e.g. ``checkpoints`` on another disk) are fine."""
+    folders = [output_dir, os.path.join(output_dir, "checkpoints")]
+    if os.path.isdir(output_dir):
+        folders += [os.path.join(output_dir, d, s) for d in sorted(os.listdir(output_dir)) if d.startswith("split_")
+                    for s in ("", "checkpoints")]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            p = os.path.join(folder, name)
+            if os.path.islink(p) and not os.path.isdir(p):
+                raise OutputDirError(
+                    f"{p} is a symbolic link (to {os.readlink(p)}): vidnl writes its outputs as regular files inside "
+                    f"OUTPUT_DIR and would change the file it points to; remove the link or choose another OUTPUT_DIR")

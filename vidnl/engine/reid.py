@@ -24,7 +24,6 @@ tracklets and gathered; rank 0 writes logs, checkpoints and results.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -41,7 +40,8 @@ from ..data.datasets.reid import (FrameTransform, ReIDData, ReIDTestClips, Track
 from ..models import build_model
 from ..data.samplers import shard_indices
 from ..models.weights import CheckpointError, load_weights
-from .checkpoint import list_checkpoints
+from .checkpoint import newest_run_checkpoint
+from .output_dir import write_json_atomic
 from .inference import build_inference_model
 from .distributed import all_gather_objects, barrier, get_rank, get_world_size, init_distributed, is_main_process
 from .logging import TensorBoardWriter, log_json_stats, setup_logging
@@ -205,18 +205,15 @@ def train(cfg) -> dict:
 def _test_weights(cfg) -> str:
     if cfg.TEST.CHECKPOINT_FILE_PATH:
         return cfg.TEST.CHECKPOINT_FILE_PATH
-    found = list_checkpoints(cfg.OUTPUT_DIR)
+    found = newest_run_checkpoint(cfg.OUTPUT_DIR)
     if not found:
         raise CheckpointError(f"no weights to test: TEST.CHECKPOINT_FILE_PATH is empty and {cfg.OUTPUT_DIR}/checkpoints "
                               f"has no checkpoint. Train first or set TEST.CHECKPOINT_FILE_PATH.")
-    return found[-1]
+    return found
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def test_split(cfg, split_id: int | None = None) -> dict:

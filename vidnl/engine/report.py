@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import VidnlUserError
+from .output_dir import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -595,12 +596,7 @@ def write_report(output_dir: str, out: str | None = None, split: str = "test",
     returns the path."""
     out = out or os.path.join(output_dir, "report.html")
     text = build_html(output_dir, split, attention, worst)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, text)
 
 
 __all__ = ["AttentionSource", "ReportError", "RunLog", "read_log", "build_html", "write_report",

@@ -9,13 +9,13 @@ Keys that only change how the run is observed or executed may differ: ``RESUME_F
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
 import yaml
 
 from ..errors import ConfigError
+from .output_dir import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,4 @@ def write_manifest(cfg, model) -> str:
     path = os.path.join(cfg.OUTPUT_DIR, "run_manifest.json")
     manifest = {"vidnl_version": __version__, "config": cfg.dump(),
                 "model_signature": {k: list(v.shape) for k, v in model.state_dict().items()}}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, manifest)

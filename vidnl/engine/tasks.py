@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..data.datasets import build_dataset, preflight_split
+from ..data.datasets import build_dataset, check_listed_files, preflight_split
 from ..data.datasets.reid import FrameTransform, ReIDTrainClips, build_reid_data, collate_reid_train
 from ..data.decoding import resolve_backend
 from ..data.loader import build_test_loader, build_train_loader
@@ -126,12 +126,17 @@ class ClassificationTask(Task):
         self.train_set = build_dataset(cfg.TRAIN.DATASET, cfg, "train")
         logger.info("video decoding: %s (DATA.DECODING_BACKEND %s)", resolve_backend(cfg.DATA.DECODING_BACKEND),
                     cfg.DATA.DECODING_BACKEND)
+        limit = cfg.DATA_LOADER.MAX_BAD_FRACTION
+        # every split's CSV, labels and listed files before any training
+        check_listed_files(self.train_set, "train.csv", limit)
         if cfg.TEST.ENABLE:
-            preflight_split(cfg.TEST.DATASET, cfg, cfg.TEST.SPLIT)  # its CSV and labels, before any training
+            split = cfg.TEST.SPLIT
+            check_listed_files(preflight_split(cfg.TEST.DATASET, cfg, split), f"{split}.csv", limit)
         self.sampler = GlobalBatchSampler(len(self.train_set), cfg.TRAIN.BATCH_SIZE, cfg.RNG_SEED, rank, world)
         self.loader = build_train_loader(cfg, self.train_set, self.sampler)
         if cfg.TRAIN.EVAL_PERIOD > 0:
             self.val_loader = build_test_loader(cfg, "val", single_view=True, rank=rank, world_size=world)
+            check_listed_files(self.val_loader.dataset, "val.csv", limit)
         logger.info("training on %d videos (%d iterations/epoch, global batch %d = %d x %d), validating on %s",
                     len(self.train_set), self.sampler.num_steps(), cfg.TRAIN.BATCH_SIZE, world,
                     self.sampler.local, f"{len(self.val_loader.dataset)} videos" if self.val_loader else "nothing")

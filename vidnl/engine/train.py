@@ -17,7 +17,6 @@ the CPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -31,14 +30,15 @@ from ..data.loader import FailureLog
 from ..config import ConfigError
 from ..errors import DatasetError
 from ..models.weights import load_checkpoint_file, load_weights, unwrap
-from .checkpoint import (RunState, atomic_torch_save, find_resume_checkpoint, list_checkpoints, restore_run,
-                         save_checkpoint)
+from .checkpoint import (BEST_NAME, RunState, atomic_torch_save, claim_checkpoints, find_resume_checkpoint,
+                         list_checkpoints, restore_run, save_checkpoint)
 from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast_object, get_rank, get_world_size,
                           init_distributed, is_main_process)
 from .inference import build_inference_model
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
 from .optim import NonFiniteStep, TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr
+from .output_dir import write_json_atomic, write_text_atomic
 from .run_manifest import check_resume_config, write_manifest
 from .precision import amp_dtype_of, autocast_context, needs_grad_scaler
 from .setup import get_device, seed_everything
@@ -110,8 +110,6 @@ class Trainer:
         self.rank, self.world, self.main = get_rank(), get_world_size(), is_main_process()
         if self.main:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-                f.write(cfg.dump())
         setup_logging(cfg.OUTPUT_DIR if self.main else None, quiet=not self.main)
         log_run_header(cfg)
         if cfg.NUM_GPUS > 1 and self.world == 1:
@@ -135,7 +133,11 @@ class Trainer:
                         " with a gradient scaler" if needs_grad_scaler(self.amp) else "")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp))
         self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler, task)
+        # the run is accepted (a resumed checkpoint's config matched): only now change the folder
+        self.state.run_id = broadcast_object(self.state.run_id)
         if self.main:
+            claim_checkpoints(cfg.OUTPUT_DIR, self.state.run_id)
+            write_text_atomic(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
             write_manifest(cfg, self.model)
         n_params = sum(p.numel() for p in self.model.parameters())
         logger.info("model %s-R%d (%.2fM parameters) on %s x %d processes, nonlocal %s at %s", cfg.MODEL.ARCH,
@@ -162,7 +164,9 @@ class Trainer:
         """Rank 0 writes; everyone waits so no process runs ahead of a checkpoint."""
         if self.main:
             path = save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.model, self.optimizer, self.cfg, self.state.best,
-                                   keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler)
+                                   keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler,
+                                   run_id=self.state.run_id)
+            self.last_checkpoint = path
             logger.info("saved %s", path)
         barrier()
 
@@ -333,8 +337,8 @@ class Trainer:
             state.best = metric
             if self.main:
                 atomic_torch_save({"epoch": epoch + 1, "model_state": unwrap(self.model).state_dict(),
-                                   "best_metric": state.best, "cfg": cfg.dump()},
-                                  os.path.join(cfg.OUTPUT_DIR, "checkpoints", "checkpoint_best.pyth"))
+                                   "best_metric": state.best, "cfg": cfg.dump(), "run_id": state.run_id},
+                                  os.path.join(cfg.OUTPUT_DIR, "checkpoints", BEST_NAME))
         logger.info("%s", self.task.val_line(epoch, res, state.best))
         return scalars
 
@@ -346,8 +350,7 @@ class Trainer:
                 entry["count"] += info["count"]
         if self.main:  # always written (empty when every video was fine)
             out = os.path.join(self.cfg.OUTPUT_DIR, "decode_failures.json")
-            with open(out, "w") as f:
-                json.dump(merged, f, indent=1)
+            write_json_atomic(out, merged)
             if merged:
                 logger.warning("%d training videos could not be decoded, were truncated or too short; see %s",
                                len(merged), out)

@@ -126,7 +126,8 @@ def load_model_weights(model: nn.Module, state: dict, *, skip: Sequence[str] = (
     :class:`CheckpointError` naming the file and the first keys, unless the key matches one of
     the ``skip`` patterns (fnmatch, e.g. ``"head.*"``, ``"*.nonlocal_blocks.*"``): those are not
     loaded and may be missing, extra or shaped differently (logged). A tensor with another shape
-    is an error unless ``allow_shape_mismatch`` (then skipped and logged).
+    is an error unless ``allow_shape_mismatch`` (then skipped and logged). A tensor holding NaN or
+    infinite values is an error (weights of a diverged run).
     Returns {"missing": [...], "unexpected": [...], "shape_mismatch": [...], "skipped": [...]}.
     """
     model = unwrap(model)
@@ -161,6 +162,11 @@ def load_model_weights(model: nn.Module, state: dict, *, skip: Sequence[str] = (
             f"differ (a new head, nonlocal blocks the pretrained net lacks) list them in TRAIN.CHECKPOINT_SKIP, "
             f"e.g. ['head.*', '*.nonlocal_blocks.*'] (docs/pretrained.md)."
         )
+    nonfinite = [k for k, v in usable.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(
+            f"{source}: {len(nonfinite)} tensors hold NaN or infinite values (first: {', '.join(nonfinite[:5])}): "
+            f"these weights come from a diverged or damaged run and would give NaN scores; use an earlier checkpoint")
     model.load_state_dict(usable, strict=False)
     for what, keys in (("not loaded (allowed to differ; kept as initialised)", skipped),
                        ("shape mismatch (skipped)", sorted(bad_shape))):

@@ -2,6 +2,7 @@
 with ``from_cfg(cfg, split, single_view=False)``. Re-ID datasets (REID.DATASET) are in
 ``reid.REID_DATASET_REGISTRY``."""
 
+from ...errors import DatasetError
 from ...registry import Registry
 from .video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_csv
 
@@ -40,13 +41,39 @@ def build_dataset(name: str, cfg, split: str, single_view: bool = False):
     return DATASET_REGISTRY[name].from_cfg(cfg, split, single_view=single_view)
 
 
-def preflight_split(name: str, cfg, split: str) -> None:
+def preflight_split(name: str, cfg, split: str):
     """Read a CSV-listed split now (file, encoding, every label in [0, MODEL.NUM_CLASSES)), so a
-    mistake in the test CSV stops the run before training instead of after it. Image datasets are
-    checked when they are built."""
+    mistake in the test CSV stops the run before training instead of after it. Returns the
+    dataset (None for image datasets, which are checked when they are built)."""
     if name not in DATASET_REGISTRY or issubclass(DATASET_REGISTRY[name], VideoCSVDataset):  # unknown: the error
-        build_dataset(name, cfg, split)
+        return build_dataset(name, cfg, split)
+    return None
+
+
+def check_listed_files(dataset, csv_name: str, max_bad_fraction: float) -> int:
+    """Whether the videos (or frame folders) a CSV-listed split names exist, before any work:
+    with more missing than ``max_bad_fraction`` (DATA_LOADER.MAX_BAD_FRACTION) of them a
+    DatasetError with the count and the first names; with fewer a warning (they are then counted
+    as undecodable like any unreadable video). Returns the number missing; other datasets: 0."""
+    import logging
+    import os
+
+    records = getattr(dataset, "records", None)
+    if not isinstance(dataset, VideoCSVDataset) or not records:
+        return 0
+    missing = [r.path for r in records if not os.path.exists(r.path)]
+    if not missing:
+        return 0
+    first = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    if len(missing) > max_bad_fraction * len(records):
+        raise DatasetError(
+            f"{len(missing)} of {len(records)} videos listed in {csv_name} do not exist (first: {first}), more than "
+            f"DATA_LOADER.MAX_BAD_FRACTION={max_bad_fraction}: check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and "
+            f"the paths in the CSV")
+    logging.getLogger(__name__).warning("%d of %d videos listed in %s do not exist (first: %s); they are counted "
+                                        "as undecodable", len(missing), len(records), csv_name, first)
+    return len(missing)
 
 
 __all__ = ["ClipConfig", "VideoCSVDataset", "VideoRecord", "read_csv", "DATASET_REGISTRY", "build_dataset",
-           "list_datasets", "check_dataset_name", "preflight_split"]
+           "list_datasets", "check_dataset_name", "preflight_split", "check_listed_files"]
