@@ -94,3 +94,40 @@ def test_test_views_are_decoded_at_the_test_scale(tmp_path, backend):
     assert diff.mean() < 4.0, diff.mean()
     small = read_frames(path, pick, backend, short_side=200)  # never upscaled while decoding
     assert small.frames.shape == full.frames.shape
+
+
+def write_audio_only(path: str, codec: str, rate: int = 16000, seconds: float = 0.3) -> str:
+    """A real file with one mono audio stream (a 440 Hz tone) and no video stream."""
+    import av
+
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        fmt = stream.codec_context.format.name  # aac: fltp, pcm_s16le: s16
+        step = 1024
+        for start in range(0, int(rate * seconds), step):
+            tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(start, start + step) / rate)
+            samples = (tone * 32767).astype(np.int16) if fmt == "s16" else tone.astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(samples[None], format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(path) as container:  # the file is what the test needs: audio, no video
+        assert [s.type for s in container.streams] == ["audio"]
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,codec", [("tone.m4a", "aac"), ("tone.wav", "pcm_s16le")])
+def test_audio_only_file_is_a_decode_error_naming_it(tmp_path, backend, name, codec):
+    """A file without a video stream is an ordinary DecodeError (skipped like any undecodable
+    video) that names the file and says "no video stream", the same with both backends and at
+    the test scale, not a decoder's internal error."""
+    path = write_audio_only(str(tmp_path / name), codec)
+    for short_side in (None, 32):
+        with pytest.raises(DecodeError) as info:
+            read_frames(path, all_frames, backend, short_side=short_side)
+        assert info.value.path == path and path in str(info.value)
+        assert info.value.reason == "no video stream (the file holds 1 audio stream)"

@@ -12,6 +12,19 @@ such call ("decode once").
 A "video" may also be a folder of frames ``img_00001.jpg, img_00002.jpg, ...`` (numbered from 1,
 name template configurable): ``read_frames`` reads such a folder with Pillow when the path is a
 directory or ``source="frames"``.
+
+Display rotation: a video whose stream carries a display matrix (a phone video filmed upright is
+stored landscape with "rotate 90") is returned as players show it, with either backend and at
+any ``short_side``: the frames are decoded as stored, then turned by exact 90°/180°/270°
+rotations and mirrors (numpy, no resampling), and sizes (``short_side``) refer to the displayed
+frame. The matrix is read with PyAV from the first decoded frame (``frame_orientation``;
+``orient`` applies it). decord applies such a matrix itself, inconsistently (decord 0.6 at 90°:
+squashed into the stored aspect when scaling while decoding, a failed decode at full size), so a
+rotated video is always decoded with PyAV, also when DATA.DECODING_BACKEND is decord. A matrix
+that is not a multiple of 90° is ignored (the frames stay as stored; logged once).
+
+A file without a video stream (audio only) raises :class:`DecodeError` "no video stream ..."
+with either backend.
 """
 
 from __future__ import annotations
@@ -44,9 +57,10 @@ class DecodeError(RuntimeError):
 
 @dataclass
 class DecodedFrames:
-    """frames: len(indices)×H×W×3 uint8; indices: the frame indices they came from;
-    num_frames: frames that decode; backend: which decoder delivered them; header_frames: the
-    count the container promised when fewer decode (a truncated file), else None."""
+    """frames: len(indices)×H×W×3 uint8, as displayed (the display rotation applied); indices:
+    the frame indices they came from; num_frames: frames that decode; backend: which decoder
+    delivered them; header_frames: the count the container promised when fewer decode (a
+    truncated file), else None."""
 
     frames: np.ndarray
     indices: np.ndarray
@@ -135,13 +149,97 @@ def _target_size(height: int, width: int, short_side: int | None) -> tuple[int, 
     return scaled_size(height, width, short_side)
 
 
+class NoVideoStream(RuntimeError):
+    """The file holds no video stream (e.g. audio only): a property of the file, whichever decoder
+    reads it, so no other backend is tried."""
+
+
+def _video_stream(container):
+    """The container's first video stream; NoVideoStream naming what the file holds otherwise."""
+    if not container.streams.video:
+        kinds: dict[str, int] = {}
+        for s in container.streams:
+            kinds[s.type] = kinds.get(s.type, 0) + 1
+        held = ", ".join(f"{n} {k} stream{'s' if n > 1 else ''}" for k, n in kinds.items()) or "no streams"
+        raise NoVideoStream(f"no video stream (the file holds {held})")
+    return container.streams.video[0]
+
+
+# How stored frames become displayed ones: (transpose, flip rows, flip columns), in that order
+Orientation = tuple[bool, bool, bool]
+IDENTITY: Orientation = (False, False, False)
+_ODD_ANGLE_LOGGED: list = []
+
+
+def display_orientation(matrix: np.ndarray | None) -> Orientation:
+    """The exact transform a display matrix asks for, from FFmpeg's 3×3 matrix (9 int32, 16.16
+    fixed point; None: no matrix). The matrix maps a stored pixel (u, v) to the displayed
+    x = a·u + c·v, y = b·u + d·v (y pointing down; a, b, c, d = matrix[0, 1, 3, 4]), what
+    FFmpeg's own autorotation (transpose / hflip / vflip) follows. A matrix that is not a multiple
+    of 90° (with or without a mirror) gives IDENTITY (logged once)."""
+    if matrix is None:
+        return IDENTITY
+    a, b, _, c, d = (np.asarray(matrix[:5], dtype=np.float64) / 65536.0).tolist()
+    straight, swapped = abs(a) + abs(d), abs(b) + abs(c)
+    if min(straight, swapped) > 0.02 * max(straight, swapped) or max(straight, swapped) == 0:
+        if not _ODD_ANGLE_LOGGED:
+            _ODD_ANGLE_LOGGED.append(True)
+            logger.warning("a video's display matrix %s is not a multiple of 90 degrees: its frames are used as "
+                           "stored (unrotated)", list(map(int, matrix)))
+        return IDENTITY
+    if straight > swapped:  # x = a·u, y = d·v
+        return False, d < 0, a < 0
+    return True, b < 0, c < 0  # x = c·v, y = b·u: rows come from u (a transpose)
+
+
+def orient(frames: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """Apply ``orientation`` to ...×H×W×C frames -> ...×H'×W'×C (H' = W when it transposes);
+    exact (no resampling), contiguous."""
+    transpose, flip_rows, flip_cols = orientation
+    if transpose:
+        frames = np.swapaxes(frames, -3, -2)
+    if flip_rows:
+        frames = np.flip(frames, -3)
+    if flip_cols:
+        frames = np.flip(frames, -2)
+    return np.ascontiguousarray(frames)
+
+
+def frame_orientation(frame) -> Orientation:
+    """The orientation of a decoded PyAV frame's DISPLAYMATRIX side data (IDENTITY without one)."""
+    for side_data in frame.side_data:
+        if getattr(side_data.type, "name", str(side_data.type)).endswith("DISPLAYMATRIX"):
+            return display_orientation(np.frombuffer(bytes(side_data), dtype=np.int32)[:9])
+    return IDENTITY
+
+
+def _stored_size(height: int, width: int, short_side: int | None, orientation: Orientation) -> tuple[int, int] | None:
+    """The stored (pre-rotation) size to decode at so the displayed frame's shorter side is
+    ``short_side`` (``_target_size`` of the displayed size, swapped back when it transposes)."""
+    if orientation[0]:
+        size = _target_size(width, height, short_side)
+        return None if size is None else (size[1], size[0])
+    return _target_size(height, width, short_side)
+
+
+_ROTATED_LOGGED: list = []
+
+
 def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
                    short_side: int | None = None) -> DecodedFrames:
     if not decord_available():
         raise RuntimeError(f"decord is not installed ({decord_import_error()}; {DECORD_INSTALL_HINT})")
     import decord
 
-    promised, height, width = _container_header(path)
+    promised, height, width, orientation = _container_header(path)
+    if orientation != IDENTITY:
+        # decord turns such a video itself, inconsistently (at 90°: squashed when scaling, a failed
+        # decode at full size): PyAV decodes it as stored and ``orient`` turns it
+        if not _ROTATED_LOGGED:
+            _ROTATED_LOGGED.append(path)
+            logger.info("%s has a display rotation: decoded with PyAV (decord does not apply it consistently); "
+                        "so is every rotated video", path)
+        return _decode_pyav(path, choose_indices, threads, short_side)
     size = _target_size(height, width, short_side) if height else None
     # with ``size``, decord scales while decoding: memory follows the model input, not the file
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads,
@@ -162,27 +260,35 @@ def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threa
     return DecodedFrames(frames[inverse], idx, n, "decord", promised if promised > n else None)
 
 
-def _container_header(path: str) -> tuple[int, int, int]:
-    """(frames, height, width) as the container's header states them, read without decoding;
-    0 for what it does not state (or when PyAV cannot read the header)."""
+def _container_header(path: str) -> tuple[int, int, int, Orientation]:
+    """(frames, height, width, orientation): the frame count and stored size as the container's
+    header states them (0 for what it does not state, or when PyAV cannot read the header), and
+    the display orientation of the first frame (decoded for it; IDENTITY when it does not decode).
+    Raises NoVideoStream for a file PyAV reads that has no video stream."""
     try:
         import av
 
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            return int(stream.frames or 0), int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
+        container = av.open(path)
     except Exception:  # no header to compare with or to size from
-        return 0, 0, 0
+        return 0, 0, 0, IDENTITY
+    with container:
+        stream = _video_stream(container)
+        header = int(stream.frames or 0), int(stream.codec_context.height or 0), int(stream.codec_context.width or 0)
+        try:
+            orientation = frame_orientation(next(iter(container.decode(stream))))
+        except Exception:  # no frame decodes: the decoder reports that
+            orientation = IDENTITY
+    return (*header, orientation)
 
 
 def _pyav_frame_count(path: str, threads: int) -> int:
     import av
 
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         if stream.frames and stream.frames > 0:
             return int(stream.frames)
-        return sum(1 for _ in container.decode(video=0))
+        return sum(1 for _ in container.decode(stream))
 
 
 def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
@@ -205,23 +311,26 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
 
 
 def _pyav_pass(path: str, wanted: set, last: int, threads: int, short_side: int | None) -> tuple[dict, int]:
-    """One decoding pass up to frame ``last``: the ``wanted`` frames (index -> H×W×3) and how many
-    frames decoded."""
+    """One decoding pass up to frame ``last``: the ``wanted`` frames (index -> H×W×3, as
+    displayed: the first frame's display orientation applied) and how many frames decoded."""
     import av
 
     got: dict[int, np.ndarray] = {}
     count = 0
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
-        size = _target_size(stream.codec_context.height, stream.codec_context.width, short_side)
-        kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
+        orientation, kw = IDENTITY, {}
         for i, frame in enumerate(container.decode(stream)):
+            if i == 0:  # the display matrix and the size to scale to, from the first frame
+                orientation = frame_orientation(frame)
+                size = _stored_size(frame.height, frame.width, short_side, orientation)
+                kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
             count = i + 1
             if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24", **kw)
+                got[i] = orient(frame.to_ndarray(format="rgb24", **kw), orientation)
             if i >= last:
                 break
     return got, count
@@ -276,12 +385,14 @@ def read_frames(
     """Decode the frames ``choose_indices(num_frames)`` of ``path`` in one pass; with
     ``short_side``, videos larger than that are scaled while decoding so their shorter side is
     ``short_side`` (the memory of a decode then follows the model's input size, not the file's).
+    Frames come as displayed: a display rotation is applied (module docstring), the same with
+    every backend and ``short_side``, which refers to the displayed frame.
 
     ``backend``: ``"auto"`` (decord when it imports, else PyAV), ``"decord"`` or ``"pyav"``.
     With decord, PyAV is tried when decord fails on the file. A directory, or any
     path with ``source="frames"``, is read as a folder of frames named ``frame_template``
     (numbered from 1). Raises :class:`DecodeError` naming the file and the reasons when it
-    cannot be read.
+    cannot be read ("no video stream ..." for a file without one, e.g. audio only).
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"decoding backend must be one of {BACKEND_CHOICES}, got {backend!r}")
@@ -305,6 +416,8 @@ def read_frames(
     for name in order:
         try:
             return _DECODERS[name](path, choose_indices, threads, short_side)
+        except NoVideoStream as e:  # the file's, not the decoder's: no other backend helps
+            raise DecodeError(path, str(e)) from None
         except Exception as e:  # decoders raise many types; all mean "cannot read this file"
             reasons.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
     raise DecodeError(path, "cannot decode (" + "; ".join(reasons) + ")")
