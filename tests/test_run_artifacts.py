@@ -179,3 +179,31 @@ def test_missing_listed_videos_are_found_before_training(tiny_dataset, tmp_path,
             "TRAIN.EVAL_PERIOD": 1, "SOLVER.MAX_EPOCH": 1, "TEST.ENABLE": False,
             "DATA_LOADER.MAX_BAD_FRACTION": 0.5})))
     assert "1 of 5 videos listed in val.csv do not exist" in caplog.text
+
+
+def test_a_full_disk_while_saving_is_the_users_to_fix(tiny_dataset, tmp_path):
+    """Writing a checkpoint fails (a file-size limit stands in for a full disk): exit 2 with one
+    line naming the file and the reason, no temporary file left, the previous checkpoint intact
+    and still the one a rerun resumes from."""
+    import resource
+    import signal
+
+    out = str(tmp_path / "run")
+    opts = _opts(tiny_dataset, out, **{"SOLVER.MAX_EPOCH": 1, "TEST.ENABLE": False})
+    cfg_file = os.path.join(ROOT, "configs", "Synthetic", "I3D_R18_SNL.yaml")
+    train(load_config(cfg_file, opts))
+    first = list_checkpoints(out)[0]
+    before = open(first, "rb").read()
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "run_net.py"), "--cfg", cfg_file] + opts + ["SOLVER.MAX_EPOCH", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "could not write" in err[0] and "checkpoint_epoch_00002.pyth" in err[0]
+    assert "File too large" in err[0] and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert _names(out) == ["checkpoint_epoch_00001.pyth"] and open(first, "rb").read() == before
+    assert not [f for f in os.listdir(os.path.join(out, "checkpoints")) if f.startswith(".tmp")]

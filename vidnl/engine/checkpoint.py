@@ -24,6 +24,7 @@ code written against this module; inside vidnl import them from ``vidnl.models.w
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -41,6 +42,7 @@ import torch.nn as nn
 
 from ..models.weights import (CheckpointError, extract_model_state, load_caffe2_pickle, load_checkpoint_file,
                               load_model_weights, load_weights, unwrap)
+from ..errors import VidnlUserError
 from .logging import log_json_stats
 
 logger = logging.getLogger(__name__)
@@ -72,20 +74,42 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(d, f) for _, _, f in found]
 
 
+class CheckpointWriteError(VidnlUserError, OSError):
+    """A checkpoint could not be written (disk full, quota, file size limit, permissions): the
+    message names the file, the reason and what was kept."""
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader
-    sees the old file or the complete new one, never a partial one."""
+    sees the old file or the complete new one, never a partial one. The object is serialised in
+    memory first, so a failing write is an OSError with its reason (torch's own writer reports
+    a full disk as "unexpected pos"); it becomes a :class:`CheckpointWriteError`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pyth", dir=folder)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pyth", dir=folder)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2 ** 20:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointWriteError(
+            f"could not write {path} ({data.nbytes / 2 ** 20:.1f} MB; {free}): {e.strerror or e}. Free some space "
+            f"(or fix the folder) and rerun the same command: it resumes from the last checkpoint written, which is "
+            f"intact") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
         raise
     try:  # make the rename durable too

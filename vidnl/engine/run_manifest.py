@@ -71,7 +71,7 @@ def check_resume_config(path: str, ckpt: dict, cfg) -> None:
         raise ConfigError(
             f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run with another configuration ({path}): {lines}"
             f"{' ...' if len(changes) > 10 else ''}. Resuming would mix two experiments: use a new OUTPUT_DIR, or "
-            f"TRAIN.AUTO_RESUME False to start over there (its checkpoints are then overwritten).")
+            f"TRAIN.AUTO_RESUME False to start over there (its checkpoints are then moved to checkpoints/set_aside/).")
 
 
 def write_manifest(cfg, model) -> str:
