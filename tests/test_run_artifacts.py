@@ -207,3 +207,39 @@ def test_a_full_disk_while_saving_is_the_users_to_fix(tiny_dataset, tmp_path):
     assert "File too large" in err[0] and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
     assert _names(out) == ["checkpoint_epoch_00001.pyth"] and open(first, "rb").read() == before
     assert not [f for f in os.listdir(os.path.join(out, "checkpoints")) if f.startswith(".tmp")]
+
+
+def test_names_reach_the_terminal_and_the_log_without_control_characters(tmp_path, capsys):
+    """A file or class name with a terminal escape and a newline: the log line (console and
+    log.txt) and a tool's error line show it escaped, one line each, so it can neither recolour
+    the terminal nor forge a json_stats line."""
+    from vidnl.cli import run_cli
+    from vidnl.engine.logging import setup_logging
+
+    evil = "clip\x1b[2J\x1b[31m\r\njson_stats: {\"_type\": \"forged\"}\x07.mp4"
+    setup_logging(str(tmp_path))
+    logging.getLogger("vidnl.test").warning("cannot decode %s", evil)
+    logging.getLogger("vidnl.test").warning(f"f-string {evil}")
+    lines = open(tmp_path / "log.txt").read().splitlines()
+    assert len(lines) == 2 and all("\x1b" not in line and "\x07" not in line and "\r" not in line for line in lines)
+    assert "clip\\x1b[2J\\x1b[31m\\x0d\\x0ajson_stats" in lines[0]
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and out.count("\n") == 2
+
+    def main():
+        raise DatasetError(f"{evil}: not a video")
+    assert run_cli(main, tool="vidnl") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "clip\\x1b[2J" in err
+    setup_logging(None)
+
+
+def test_report_figures_take_class_names_with_dollars_and_escapes():
+    """Class names with "$" (mathtext for matplotlib) and control characters label the confusion
+    matrix instead of failing to render it."""
+    import numpy as np
+
+    from vidnl.engine.report import confusion_png
+
+    png = confusion_png(np.eye(5, dtype=int) * 3, ["a$b$c", "$$", "price$^$", "$_$", "\x1b[31mred"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,7 @@ import sys
 import traceback
 from typing import Callable
 
-from .errors import VidnlUserError
+from .errors import VidnlUserError, printable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -76,8 +76,8 @@ def user_error_message(e: BaseException) -> str:
     """The one-line message for a user error."""
     if isinstance(e, OSError) and not isinstance(e, VidnlUserError):
         where = f": {e.filename!r}" if getattr(e, "filename", None) else ""
-        return f"{e.strerror or e}{where}"
-    return str(e)
+        return printable(f"{e.strerror or e}{where}")
+    return printable(str(e))
 
 
 def run_cli(main: Callable[..., int | None], argv: list[str] | None = None, tool: str | None = None,

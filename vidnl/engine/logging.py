@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from ..errors import printable
+
 logger = logging.getLogger("vidnl")
 
 
@@ -25,6 +27,18 @@ class _ConsoleHandler(logging.StreamHandler):
             self.flush()
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
+
+
+class _PrintableFilter(logging.Filter):
+    """Writes a record's message with its control characters escaped (:func:`vidnl.errors.printable`):
+    names from files and class lists reach the terminal and log.txt as one inert line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        safe = printable(message)
+        if safe != message:
+            record.msg, record.args = safe, None
+        return True
 
 
 def setup_logging(output_dir: str | None = None, level: int = logging.INFO, quiet: bool = False) -> None:
@@ -49,6 +63,7 @@ def setup_logging(output_dir: str | None = None, level: int = logging.INFO, quie
         handlers.append(logging.FileHandler(log))
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(_PrintableFilter())
         h._vidnl = True
         root.addHandler(h)
     root.setLevel(logging.WARNING if quiet else level)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import VidnlUserError
+from ..errors import VidnlUserError, printable
 from .output_dir import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,11 @@ def confusion_png(confusion: np.ndarray, names: list[str]) -> bytes:
 
 
 def _short(name: str, n: int = 24) -> str:
-    return name if len(name) <= n else name[:n - 1] + "…"
+    """A name as a figure label: at most ``n`` characters, control characters escaped and ``$``
+    escaped (matplotlib reads text between two ``$`` as mathtext: "a$b$c" fails to parse)."""
+    name = printable(name)
+    name = name if len(name) <= n else name[:n - 1] + "…"
+    return name.replace("$", r"\$")
 
 
 # -- the test results ---------------------------------------------------------------------------
