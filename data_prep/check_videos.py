@@ -150,6 +150,12 @@ def main(argv=None) -> int:
     stem = os.path.splitext(a.csv)[0]
     out_csv = a.out_csv or stem + "_clean.csv"
     report_path = a.report or stem + "_report.json"
+    for path, other in ((report_path, a.csv), (report_path, out_csv)):
+        if os.path.abspath(path) == os.path.abspath(other):
+            print(f"check_videos: error: the report {report_path} would overwrite "
+                  f"{'the input CSV' if other == a.csv else 'the clean CSV'} {other}; give another --report",
+                  file=sys.stderr)
+            return 2
     start = time.time()
     try:
         entries = parse_csv(a.csv, a.path_prefix, a.separator)

@@ -67,8 +67,10 @@ def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None 
                    end: float | None = None, crf: int = 23, preset: str = "veryfast") -> dict:
     """Re-encode ``src`` as H.264 MP4 ``dst`` with PyAV: frames with timestamps in
     [start, end) seconds (all when None), short side scaled to ``short_side`` (0: kept),
-    same frame rate, no audio. Written to a temporary file then renamed, so ``dst`` exists only
-    when complete. Returns {"frames", "width", "height"}; raises RuntimeError on failure."""
+    no audio. Every decoded frame is written once, with the source's timestamps (shifted so the
+    first written frame is at 0, see :class:`FrameTimes`), so frame rate and duration are the
+    source's. Written to a temporary file then renamed, so ``dst`` exists only when complete.
+    Returns {"frames", "width", "height"}; raises RuntimeError on failure."""
     import av
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
@@ -80,14 +82,15 @@ def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None 
                 raise RuntimeError("no video stream")
             ist = inp.streams.video[0]
             ist.thread_type = "AUTO"
-            rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+            rate = Fraction(ist.average_rate or ist.guessed_rate or 25).limit_denominator(1001 * 1000)
+            times = FrameTimes(ist.time_base, rate)
             if start and ist.time_base:
                 try:
                     inp.seek(int(start / ist.time_base) + (ist.start_time or 0), stream=ist)
                 except av.error.FFmpegError:
                     inp.seek(0)
             with av.open(tmp, mode="w", format="mp4") as out:
-                ost = out.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001 * 1000))
+                ost = out.add_stream("libx264", rate=rate, time_base=times.time_base)
                 ost.pix_fmt = "yuv420p"
                 ost.options = {"crf": str(crf), "preset": preset}
                 for frame in inp.decode(ist):
@@ -102,7 +105,7 @@ def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None 
                         size = scaled_size(frame.width, frame.height, short_side)
                         ost.width, ost.height = size
                     img = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-                    img.pts = None
+                    img.pts, img.time_base = times.next(frame.pts), times.time_base
                     for packet in ost.encode(img):
                         out.mux(packet)
                     count += 1
@@ -122,14 +125,112 @@ def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None 
     return {"frames": count, "width": size[0], "height": size[1]}
 
 
-def index_files(root: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> dict[str, str]:
-    """{file name without extension: path} of all files below ``root`` with one of the
-    extensions (the first in sorted walk order wins when a name repeats)."""
-    found: dict[str, str] = {}
+class FrameTimes:
+    """Output timestamps of re-encoded frames, in ``time_base`` (the source stream's; 1/rate
+    when it has none): the source frame's pts minus the first written frame's, so a trimmed clip
+    starts at 0 and variable or odd frame rates are kept. A frame without a pts, or one that
+    does not come after the previous frame, is put one frame interval (1/``rate``) after it:
+    the output's timestamps always increase."""
+
+    def __init__(self, time_base: Fraction | None, rate: Fraction):
+        self.time_base = Fraction(time_base) if time_base else 1 / Fraction(rate)
+        self.step = max(1, round(1 / (Fraction(rate) * self.time_base)))  # one frame, in time_base units
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def next(self, src_pts: int | None) -> int:
+        """The output pts of the next frame, given its pts in the source (None: unknown)."""
+        if src_pts is not None and self.first is None:
+            self.first = src_pts - (0 if self.last is None else self.last + self.step)
+        pts = None if src_pts is None else src_pts - self.first
+        if self.last is None:
+            pts = 0 if pts is None else pts
+        elif pts is None or pts <= self.last:
+            pts = self.last + self.step
+        self.last = pts
+        return pts
+
+
+def list_files(root: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, exclude: str = "") -> list[str]:
+    """Every file below ``root`` with one of the extensions (any case), in sorted walk order;
+    unfinished re-encodes (``*.part.mp4``) and the folder ``exclude`` (outputs of a previous run)
+    are left out."""
+    skip = os.path.abspath(exclude) if exclude else None
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in extensions and not name.endswith(".part.mp4"):
-                found.setdefault(stem, os.path.join(dirpath, name))
+        dirnames[:] = sorted(d for d in dirnames if os.path.abspath(os.path.join(dirpath, d)) != skip)
+        found += [os.path.join(dirpath, name) for name in sorted(filenames)
+                  if os.path.splitext(name)[1].lower() in extensions and not name.endswith(".part.mp4")]
     return found
+
+
+def index_files(root: str, extensions: tuple[str, ...] = VIDEO_EXTENSIONS, exclude: str = "") -> dict[str, list[str]]:
+    """{file name without extension: [paths]} of :func:`list_files`; a name with several paths
+    (``v.mp4`` and ``v.webm``, or one name in two folders) is for the caller to refuse."""
+    found: dict[str, list[str]] = {}
+    for path in list_files(root, extensions, exclude):
+        found.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
+    return found
+
+
+def case_insensitive_fs(path: str) -> bool:
+    """Whether the file system of ``path`` (or of its nearest existing parent) treats names that
+    differ only in case as one file (macOS and Windows by default): probed with a temporary file."""
+    import tempfile
+
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vidnl_case_probe_", dir=folder)
+    except OSError:  # not writable: writing the outputs fails anyway
+        return False
+    os.close(fd)
+    try:
+        head, name = os.path.split(probe)
+        return os.path.exists(os.path.join(head, name.upper()))
+    finally:
+        os.remove(probe)
+
+
+def check_distinct_outputs(pairs: Iterable[tuple[str, str]], what: str, root: str, reserved: tuple[str, ...] = (),
+                           hint: str = "rename one of them or leave it out") -> dict[str, str]:
+    """{output: input} for (input, output) pairs (a pair listed twice counts once; one input may
+    have several outputs). Raises DatasetError, before anything is written, when two different
+    inputs would be written to one output, compared as the file system below ``root`` compares
+    names (case folded where it ignores case), or when an output is one of the ``reserved`` files
+    (e.g. a ``done`` marker) inside another input's output folder. The one-line message names
+    both inputs and the output, then ``hint``."""
+    import unicodedata
+
+    from vidnl.errors import DatasetError
+
+    fold = case_insensitive_fs(root)
+
+    def key(path: str) -> str:
+        path = os.path.normpath(os.path.abspath(path))
+        return unicodedata.normalize("NFC", path).casefold() if fold else path
+
+    outputs: dict[str, str] = {}
+    claimed: dict[str, tuple[str, str]] = {}  # key -> (input, what that input writes there)
+    clashes: list[str] = []
+    clashing: set[tuple[str, str]] = set()  # each pair of inputs is reported once
+    for src, out in pairs:
+        if claimed.get(key(out), (None,))[0] == src:
+            continue
+        outputs[out] = src
+        for path, use in [(out, what)] + [(os.path.join(out, r), f"{r!r} file of the {what}") for r in reserved]:
+            other, other_use = claimed.setdefault(key(path), (src, use))
+            if other == src or (other, src) in clashing:
+                continue
+            clashing.add((other, src))
+            if use == other_use:
+                clashes.append(f"{other} and {src} would be written to the same {what} {path}")
+            else:
+                clashes.append(f"{other} and {src} would share {path} (the {other_use} of the first, "
+                               f"the {use} of the second)")
+    if clashes:
+        more = f" (and {len(clashes) - 1} more such clashes)" if len(clashes) > 1 else ""
+        case = " (this file system does not tell upper from lower case in names)" if fold else ""
+        raise DatasetError(f"{clashes[0]}{case}{more}; {hint}")
+    return outputs

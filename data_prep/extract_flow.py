@@ -11,9 +11,10 @@ consecutive decoded frames k-1 -> k (k = 1..n-1):
 
 <key> is the video's path relative to the CSV's folder (or --path-prefix, the same rule as
 DATA.PATH_PREFIX; with --videos, relative to that folder) without its extension, leading
-"../" dropped; the datasets find the flow there with DATA.FLOW_DIR OUT. Flow: OpenCV Farneback
-(TV-L1 with --method tvl1 when opencv-contrib's cv2.optflow is installed), on grey frames,
-optionally resized to --short-side first. Parallel over videos; resumable: videos whose
+"../" dropped; the datasets find the flow there with DATA.FLOW_DIR OUT. Two videos that would
+get one folder (``x/v.mp4`` and ``x/v.avi``) are refused before anything is written. Flow:
+OpenCV Farneback (TV-L1 with --method tvl1 when opencv-contrib's cv2.optflow is installed), on
+grey frames, optionally resized to --short-side first. Parallel over videos; resumable: videos whose
 ``done`` marker exists are skipped, unfinished ones are redone.
 
     python data_prep/extract_flow.py --csv data/ucf101/split1/train.csv data/ucf101/split1/test.csv --out data/ucf101_flow
@@ -38,6 +39,7 @@ from data_prep.check_videos import parse_csv  # noqa: E402
 from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE, count_frame_files  # noqa: E402
 from vidnl.data.flow import (DEFAULT_BOUND, DONE_NAME, FLOW_FORMATS, flow_file_names, flow_key,  # noqa: E402
                              flow_methods, make_flow_fn, quantize)
+from vidnl.errors import DatasetError  # noqa: E402
 
 
 def iter_grey_frames(path: str, short_side: int = 0, source: str = "video",
@@ -150,7 +152,6 @@ def main(argv=None) -> int:
         p.error(f"--bound must be > 0, got {a.bound}")
     start = time.time()
 
-    videos: dict[str, str] = {}  # key -> video path
     sources = []
     for csv_file in a.csv:
         if not os.path.isfile(csv_file):
@@ -160,17 +161,21 @@ def main(argv=None) -> int:
     if a.videos:
         if not os.path.isdir(a.videos):
             p.error(f"video folder not found: {a.videos}")
-        sources += [(path, a.videos) for path in sorted(common.index_files(a.videos).values())]
-    for path, root in sources:
-        key = flow_key(path, root)
-        if videos.setdefault(key, os.path.abspath(path)) != os.path.abspath(path):
-            print(f"extract_flow: error: {path} and {videos[key]} would share the flow folder {key}",
-                  file=sys.stderr)
-            return 2
+        sources += [(path, a.videos) for path in common.list_files(a.videos)]
+    try:
+        # the flow folder is the video's path without its extension (what the datasets look up); a video
+        # listed below two roots gets both folders
+        folders = common.check_distinct_outputs(
+            [(os.path.abspath(path), os.path.join(a.out, flow_key(path, root))) for path, root in sources],
+            "flow folder", a.out, reserved=(DONE_NAME, DONE_NAME + ".tmp"),
+            hint="rename one of the videos (flow folders are named by the path without its extension)")
+    except DatasetError as e:
+        print(f"extract_flow: error: {e}", file=sys.stderr)
+        return 2
 
     kwargs = dict(fmt=a.format, bound=a.bound, method=a.method, short_side=a.short_side, source=a.source,
                   frame_template=a.frame_template, jpeg_quality=a.jpeg_quality)
-    jobs = [(path, os.path.join(a.out, key), kwargs) for key, path in sorted(videos.items())]
+    jobs = [(path, out_dir, kwargs) for out_dir, path in sorted(folders.items())]
     done = skipped = pairs = 0
     failed = []
     for path, error, meta in common.parallel_map(_job, jobs, a.workers, "flow"):

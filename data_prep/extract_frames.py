@@ -4,8 +4,9 @@
 For each video of the given CSV files (or below --videos), every decoded frame is written as
 OUT/<key>/img_00001.jpg, img_00002.jpg, ... (--template, numbered from 1), short side scaled
 to --short-side if given; <key> is the video's path relative to its CSV's folder (or
---path-prefix) without extension, leading "../" dropped. A ``done`` file is written last, so a
-second run skips finished videos (resumable); parallel over videos.
+--path-prefix) without extension, leading "../" dropped. Two videos that would get one folder
+(``x/v.mp4`` and ``x/v.avi``) are refused before anything is written. A ``done`` file is
+written last, so a second run skips finished videos (resumable); parallel over videos.
 
 For each input CSV, a CSV of the same name listing the frame folders is written to --csv-out
 (default OUT); train with DATA.PATH_TO_DATA_DIR <csv-out> DATA.SOURCE frames. For UCF-101, run
@@ -30,6 +31,7 @@ from data_prep import common  # noqa: E402
 from data_prep.check_videos import parse_csv  # noqa: E402
 from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE  # noqa: E402
 from vidnl.data.flow import flow_key  # noqa: E402
+from vidnl.errors import DatasetError  # noqa: E402
 
 DONE = "done"
 
@@ -93,25 +95,39 @@ def main(argv=None) -> int:
         p.error(f"--template {a.template!r} must have one field for the frame number, like img_{{:05d}}.jpg ({e})")
     start = time.time()
     csv_out = a.csv_out or a.out
-    folders: dict[str, str] = {}  # video -> frame folder
+    pairs: list[tuple[str, str]] = []  # (video, frame folder)
     tables = []
     for csv_file in a.csv:
         if not os.path.isfile(csv_file):
             p.error(f"CSV file not found: {csv_file}")
         root = a.path_prefix or os.path.dirname(os.path.abspath(csv_file))
         entries = [e for e in parse_csv(csv_file, a.path_prefix) if not e["error"]]
-        for e in entries:
-            folders[os.path.abspath(e["path"])] = os.path.join(a.out, flow_key(e["path"], root))
+        pairs += [(os.path.abspath(e["path"]), os.path.join(a.out, flow_key(e["path"], root))) for e in entries]
         tables.append((csv_file, entries))
     if a.videos:
         if not os.path.isdir(a.videos):
             p.error(f"video folder not found: {a.videos}")
-        for path in common.index_files(a.videos).values():
-            folders[os.path.abspath(path)] = os.path.join(a.out, flow_key(path, a.videos))
+        pairs += [(os.path.abspath(path), os.path.join(a.out, flow_key(path, a.videos)))
+                  for path in common.list_files(a.videos)]
     names = [os.path.basename(c) for c, _ in tables]
-    if len(set(names)) != len(names):
-        p.error(f"CSV files with the same name would overwrite each other in {csv_out}: {names}; "
-                f"run once per folder with its own --csv-out")
+    try:
+        # the frame folder is the video's path without its extension: v.mp4 and v.avi would share one
+        folders: dict[str, str] = {}  # video -> frame folder (the first, when its CSVs give it several)
+        for video, folder in pairs:
+            folders.setdefault(video, folder)
+        common.check_distinct_outputs(
+            folders.items(), "frame folder", a.out, reserved=(DONE,),
+            hint="rename one of the videos (frame folders are named by the path without its extension)")
+        common.check_distinct_outputs(
+            [(c, os.path.join(csv_out, n)) for c, n in zip(a.csv, names)], "CSV file", csv_out,
+            hint="run once per CSV folder with its own --csv-out")
+        for csv_file, name in zip(a.csv, names):
+            if os.path.abspath(os.path.join(csv_out, name)) in {os.path.abspath(c) for c in a.csv}:
+                raise DatasetError(f"the CSV file written for {csv_file} would overwrite the input "
+                                   f"{os.path.join(csv_out, name)}; give another --csv-out")
+    except DatasetError as e:
+        print(f"extract_frames: error: {e}", file=sys.stderr)
+        return 2
 
     jobs = [(v, d, a.template, a.short_side, a.quality) for v, d in sorted(folders.items())]
     failed, done, skipped, frames = {}, 0, 0, 0

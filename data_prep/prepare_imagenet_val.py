@@ -11,7 +11,9 @@ The training archive already has ``train/<wnid>/*.JPEG``; the validation archive
 * Kaggle's ``LOC_val_solution.csv`` (``--solution``): ``ImageId,PredictionString`` whose first
   token is the WNID.
 
-Images without a label and labels without an image are reported, not fatal.
+Images without a label and labels without an image are reported, not fatal; a labelled image
+with two files (``x.JPEG`` and ``x.png``, or one name in two folders) is refused before anything
+is written.
 
     python data_prep/prepare_imagenet_val.py --val /data/imagenet/val_flat --devkit /data/ILSVRC2012_devkit_t12 --out /data/imagenet/val
 """
@@ -92,10 +94,26 @@ def main(argv=None) -> int:
     except DatasetError as e:
         print(f"prepare_imagenet_val: error: {e}", file=sys.stderr)
         return 2
-    images = common.index_files(a.val, (".jpeg", ".jpg", ".png"))
+    images: dict[str, str] = {}  # stem -> the image file
+    sorted_before, several = set(), []
+    for stem, paths in sorted(common.index_files(a.val, (".jpeg", ".jpg", ".png")).items()):
+        if stem in labels:
+            # a file already in its class folder of OUT (OUT inside --val) is an output, not an input
+            folder = os.path.abspath(os.path.join(a.out, labels[stem]))
+            paths = [path for path in paths if os.path.abspath(os.path.dirname(path)) != folder]
+            if len(paths) > 1:
+                several.append(f"{paths[0]} and {paths[1]} are both image {stem} (class folder {folder})")
+        if paths:
+            images[stem] = paths[0]
+        else:
+            sorted_before.add(stem)
+    if several:
+        more = f" (and {len(several) - 1} more images with several files)" if len(several) > 1 else ""
+        print(f"prepare_imagenet_val: error: {several[0]}{more}; keep one file per image", file=sys.stderr)
+        return 2
     unlabelled = sorted(set(images) - set(labels))
-    absent = sorted(set(labels) - set(images))
-    placed = existing = 0
+    absent = sorted(set(labels) - set(images) - sorted_before)
+    placed, existing = 0, len(sorted_before)
     for stem, src in common.progress(sorted(images.items()), len(images), "sort"):
         if stem not in labels:
             continue

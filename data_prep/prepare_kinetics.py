@@ -13,10 +13,12 @@ Videos: anywhere below --videos, under either common name:
     <youtube_id>.mp4                                   the whole YouTube video: trimmed here
                                                        to [time_start, time_end)
 
-(.mp4, .webm, .mkv, .avi, ... all work). Whole videos are cut with PyAV, and with
+(.mp4, .webm, .mkv, .avi, ... all work; a clip with two files, e.g. ``<id>.mp4`` and
+``<id>.webm``, is refused before anything is written). Whole videos are cut with PyAV, and with
 --short-side 256 every clip is re-encoded to H.264 with short side 256 (the usual Kinetics
-preprocessing), into OUT/videos/<split>/<label>/<id>_<start>_<end>.mp4; in parallel, resumable
-(finished files are skipped).
+preprocessing; same frames, frame rate and timestamps), into
+OUT/videos/<split>/<label>/<id>_<start>_<end>.mp4 (spaces and slashes of the label as ``_``); in
+parallel, once per output file, resumable (finished files are skipped).
 
 Writes OUT/train.csv, val.csv, test.csv (``path label``, paths relative to OUT or --absolute),
 OUT/classes.txt (sorted class names -> 0-based index, ``index name`` lines; the same for every
@@ -95,6 +97,12 @@ def clip_name(row: dict) -> str:
     return f"{row['youtube_id']}_{row['start']:06d}_{row['end']:06d}"
 
 
+def label_folder(label: str) -> str:
+    """The folder name of a class: spaces and slashes as underscores ("." and ".." too)."""
+    name = label.replace(" ", "_").replace("/", "_").replace("\\", "_")
+    return name if name.strip(".") else name.replace(".", "_")
+
+
 def _encode_job(job):
     src, dst, short_side, start, end = job
     if os.path.exists(dst):
@@ -138,29 +146,50 @@ def main(argv=None) -> int:
         print("prepare_kinetics: error: no annotation file has labels", file=sys.stderr)
         return 2
     index = {c: i for i, c in enumerate(classes)}
-    videos = common.index_files(a.videos)
+    # the clips written by an earlier run (OUT/videos inside --videos) are outputs, not downloads
+    out_videos = os.path.abspath(os.path.join(a.out, "videos"))
+    inside = os.path.commonpath([out_videos, os.path.abspath(a.videos)]) == os.path.abspath(a.videos)
+    videos = common.index_files(a.videos, exclude=out_videos if inside and out_videos != os.path.abspath(a.videos)
+                                else "")
 
-    os.makedirs(a.out, exist_ok=True)
     plan: dict[str, list] = {}
     missing: dict[str, list[str]] = {}
-    jobs = []
+    jobs, sources, several = [], [], []
     for split, (rows, labelled) in annotations.items():
         if not labelled:
             continue
         plan[split], missing[split] = [], []
         for r in rows:
             name = clip_name(r)
-            trimmed, whole = videos.get(name), videos.get(r["youtube_id"])
-            if trimmed is None and whole is None:
+            trimmed, whole = videos.get(name, []), videos.get(r["youtube_id"], [])
+            if not trimmed and not whole:
                 missing[split].append(f"{name} {r['label']} (line {r['line']}: no {name}.* or {r['youtube_id']}.*)")
                 continue
-            if trimmed is not None and not a.short_side:
-                plan[split].append((trimmed, r))
+            found = trimmed or whole
+            if len(found) > 1:
+                several.append(f"{found[0]} and {found[1]} are both {'clip ' + name if trimmed else 'video ' + name}"
+                               f" ({files[split]}:{r['line']})")
                 continue
-            dst = os.path.join(a.out, "videos", split, r["label"].replace(" ", "_").replace("/", "_"), name + ".mp4")
-            src, cut = (trimmed, (None, None)) if trimmed is not None else (whole, (r["start"], r["end"]))
+            if trimmed and not a.short_side:
+                plan[split].append((trimmed[0], r))
+                continue
+            dst = os.path.join(a.out, "videos", split, label_folder(r["label"]), name + ".mp4")
+            src, cut = (trimmed[0], (None, None)) if trimmed else (whole[0], (r["start"], r["end"]))
+            sources.append((src if trimmed else f"{src} [{r['start']} s, {r['end']} s)", dst))
             jobs.append((src, dst, a.short_side, *cut))
             plan[split].append((dst, r))
+    try:
+        if several:
+            more = f" (and {len(several) - 1} more clips with several files)" if len(several) > 1 else ""
+            raise DatasetError(f"{several[0]}{more}; keep one file per clip")
+        # one job per output: a clip listed twice is encoded once; clips whose output names differ
+        # only in case clash where the file system ignores case
+        common.check_distinct_outputs(sources, "clip", a.out, hint="leave one of them out of the annotations")
+    except DatasetError as e:
+        print(f"prepare_kinetics: error: {e}", file=sys.stderr)
+        return 2
+    jobs = list({job[1]: job for job in jobs}.values())
+    os.makedirs(a.out, exist_ok=True)
 
     failed, done_before = {}, 0
     for dst, error, was_done in common.parallel_map(_encode_job, jobs, a.workers, "cut/re-encode"):

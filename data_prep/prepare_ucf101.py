@@ -18,9 +18,10 @@ Writes, for each split N:
     OUT/missing.txt          listed videos that were not found (left out of the CSV files)
 
 CSV lines are ``path label`` with paths relative to the CSV's folder (``--absolute``: absolute).
-With ``--resize 256`` every video is re-encoded with PyAV to H.264 with short side 256 into
-OUT/videos/<Class>/<name>.mp4 (parallel, resumable: finished files are skipped) and the CSV files
-point there. Train with TRAIN.DATASET ucf101, DATA.PATH_TO_DATA_DIR OUT, DATA.SPLIT N.
+With ``--resize 256`` every video is re-encoded with PyAV to H.264 with short side 256 (same
+frames, frame rate and timestamps) into OUT/videos/<Class>/<name>.mp4, <name> as on disk (parallel,
+resumable: finished files are skipped) and the CSV files point there; two listed files that would
+get the same output (``v.avi`` and ``v.mp4``) are refused before anything is written. Train with TRAIN.DATASET ucf101, DATA.PATH_TO_DATA_DIR OUT, DATA.SPLIT N.
 
     python data_prep/prepare_ucf101.py --root /data/ucf101 --out data/ucf101 [--resize 256]
 """
@@ -160,14 +161,25 @@ def main(argv=None) -> int:
     failed: dict[str, str] = {}
     skipped = 0
     if a.resize:
-        target = {rel: os.path.join(a.out, "videos", os.path.splitext(rel)[0] + ".mp4") for rel in found}
-        jobs = [(found[rel], target[rel], a.resize) for rel in sorted(found)]
-        by_src = {found[rel]: rel for rel in found}
+        # one output per video file, named by its path below the video folder (two spellings of one
+        # file in the lists share it); two files whose paths differ only in the extension are refused
+        target = {path: os.path.join(a.out, "videos", os.path.splitext(os.path.relpath(path, videos_dir))[0] + ".mp4")
+                  for path in found.values()}
+        try:
+            common.check_distinct_outputs(((path, target[path]) for path in sorted(target)), "re-encoded video",
+                                          a.out, hint="rename one of the videos or leave it out of the lists")
+        except DatasetError as e:
+            print(f"prepare_ucf101: error: {e}", file=sys.stderr)
+            return 2
+        jobs = [(path, target[path], a.resize) for path in sorted(target)]
+        failed_files: dict[str, str] = {}
         for src, error, was_done in common.parallel_map(_resize_job, jobs, a.workers, "re-encode"):
             skipped += was_done
             if error:
-                failed[by_src[src]] = error
-        found = {rel: target[rel] for rel in found if rel not in failed}
+                failed_files[src] = error
+        failed = {rel: failed_files[path] for rel, path in found.items() if path in failed_files}
+        new_files = len(jobs) - skipped - len(failed_files)
+        found = {rel: target[path] for rel, path in found.items() if rel not in failed}
 
     common.write_lines(os.path.join(a.out, "classes.txt"), [f"{i} {n}" for i, n in enumerate(names)])
     common.write_lines(os.path.join(a.out, "missing.txt"),
@@ -188,8 +200,8 @@ def main(argv=None) -> int:
         tr, te = counts[(n, "train")], counts[(n, "test")]
         print(f"  split{n}: train {tr[0]}/{tr[1]} videos, test (= val) {te[0]}/{te[1]} videos")
     if a.resize:
-        print(f"  re-encoded to short side {a.resize}: {len(found) - skipped} new, {skipped} already done, "
-              f"{len(failed)} failed")
+        print(f"  re-encoded to short side {a.resize}: {new_files} new, {skipped} already done, "
+              f"{len(failed_files)} failed")
     if missing or failed:
         print(f"  {len(missing)} listed videos not found, {len(failed)} could not be re-encoded; left out of the "
               f"CSV files, listed in {os.path.join(a.out, 'missing.txt')}")
