@@ -102,3 +102,81 @@ def test_two_nodes_match_one(tiny_dataset, tmp_path):
         assert abs(p1[key] - p2[key]) < 1e-9, key
     for x, y in zip(p1["predictions"], p2["predictions"]):
         torch.testing.assert_close(torch.tensor(x["scores"]), torch.tensor(y["scores"]), rtol=0, atol=1e-4)
+
+
+def _torchrun_workers(agent_pid: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the worker processes torchrun's agent ``agent_pid`` started (/proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if ppid == agent_pid:
+            values = dict(kv.split(b"=", 1) for kv in env if b"=" in kv)
+            if b"LOCAL_RANK" in values:
+                found[int(values[b"LOCAL_RANK"])] = int(entry)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds torchrun's workers through /proc")
+def test_elastic_restart_after_a_killed_worker_finishes_as_the_uninterrupted_run(tiny_dataset, tmp_path):
+    """torchrun --max-restarts 1, worker 1 SIGKILLed after the first mid-epoch checkpoint: the
+    agent restarts both workers, they join a fresh process group (keys prefixed per restart
+    round; the dead round's keys made gloo connect to dead addresses), resume from the checkpoint
+    and end with the uninterrupted 2-process run's weights."""
+    import glob
+    import signal
+    import subprocess
+    import time
+
+    extra = {"SOLVER.MAX_EPOCH": 4, "TRAIN.EVAL_PERIOD": 0, "TEST.ENABLE": False, "TRAIN.CHECKPOINT_PERIOD_ITERS": 1,
+             "SOLVER.LR_POLICY": "constant", "MODEL.DROPOUT_RATE": 0.5, "BN.FROZEN": False}
+    script = os.path.join(ROOT, "tools", "run_net.py")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    run(launch + [script] + tiny_opts(tiny_dataset, straight, **extra))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(launch + ["--max-restarts", "1", script] + tiny_opts(tiny_dataset, killed, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    victim, start = None, time.time()
+    while victim is None and proc.poll() is None and time.time() - start < 300:
+        if glob.glob(os.path.join(killed, "checkpoints", "checkpoint_epoch_*_iter_*.pyth")):
+            victim = _torchrun_workers(proc.pid).get(1)
+            if victim:
+                os.kill(victim, signal.SIGKILL)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=600)
+    assert victim is not None, "the job ended before a worker could be killed"
+    assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    log = open(os.path.join(killed, "log.txt")).read()
+    assert "resumed from" in log and "_iter_" in log.split("resumed from", 1)[1].splitlines()[0]
+    a = load_checkpoint_file(list_checkpoints(straight)[-1])["model_state"]
+    b = load_checkpoint_file(list_checkpoints(killed)[-1])["model_state"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_each_restart_round_gets_its_own_store_keys(monkeypatch):
+    """What makes restarts reliable, on its own: init_distributed joins the group through a store
+    whose keys are prefixed with the restart round (TORCHELASTIC_RESTART_COUNT), so a restarted
+    round never reads the dead round's addresses."""
+    import torch.distributed as dist
+
+    from vidnl.engine import distributed as D
+
+    base, seen = dist.HashStore(), {}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")
+    monkeypatch.setattr(D, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "rendezvous", lambda url, **kw: iter([(base, 1, 2)]))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.update(kw, backend=backend))
+    D.init_distributed(use_cuda=False)
+    assert seen["backend"] == "gloo" and seen["rank"] == 1 and seen["world_size"] == 2
+    seen["store"].set("rank_0_address", "127.0.0.1:1234")
+    assert base.get("/vidnl/restart_3/rank_0_address") == b"127.0.0.1:1234"
+    assert not base.check(["rank_0_address"])
