@@ -112,12 +112,12 @@ class ExplicitConvPadding(TorchFunctionMode):
         if x.device.type != "cpu" or not (x.requires_grad or w.requires_grad):
             return func(*args, **kwargs)
         autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        if not (autocast_bf16 or x.dtype == torch.bfloat16):
+        if not ((autocast_bf16 and x.dtype in (torch.float32, torch.bfloat16)) or x.dtype == torch.bfloat16):
             return func(*args, **kwargs)
         pad = _conv_padding(call.get("padding", 0), w, call.get("dilation", 1), dims)
         if pad is None:
             return func(*args, **kwargs)
-        if autocast_bf16:
+        if autocast_bf16 and x.dtype == torch.float32:
             x = x.to(torch.bfloat16)  # pad the half-size copy autocast would make anyway
         call["input"], call["padding"] = F.pad(x, pad), 0
         return func(**{k: v for k, v in call.items()})
