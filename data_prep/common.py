@@ -1,5 +1,11 @@
 """Helpers shared by the data_prep scripts: progress bars, process pools, CSV lines, PyAV
-re-encoding (trim + short-side resize)."""
+re-encoding (trim + short-side resize).
+
+Display rotation: what the tools write follows the frames as vidnl's decoders return them
+(``vidnl.data.decoding``): a video whose stream carries a display matrix (a phone video filmed
+upright, stored landscape with "rotate 90") is turned as players show it (exact 90°/180°/270°
+rotations and mirrors of the decoded frames, the first frame's matrix), and sizes (short sides)
+refer to the displayed frame. A re-encoded video is written turned, without a display matrix."""
 
 from __future__ import annotations
 
@@ -63,24 +69,69 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(2, int(round(w / 2)) * 2), max(2, int(round(h / 2)) * 2)
 
 
+def display_sizes(width: int, height: int, orientation, short_side: int | None = 0
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((w, h) to scale a stored ``width``×``height`` frame to, (w, h) it has once ``orientation``
+    (``vidnl.data.decoding.frame_orientation``) is applied): the displayed frame's shorter side
+    ``short_side`` via :func:`scaled_size` (0: kept, both sides even; None: exactly as displayed)."""
+    turned = orientation[0]
+    w, h = (height, width) if turned else (width, height)
+    shown = (w, h) if short_side is None else scaled_size(w, h, short_side)
+    return ((shown[1], shown[0]) if turned else shown), shown
+
+
+def orient_yuv420p(frame, orientation):
+    """A new yuv420p PyAV frame: ``frame`` (yuv420p, even width and height) turned by
+    ``orientation``, each plane exactly (no resampling, no colour conversion)."""
+    import av
+    import numpy as np
+
+    from vidnl.data.decoding import orient
+
+    planes = frame.to_ndarray(format="yuv420p")  # Y (h rows), then U and V (h/4 rows of w each)
+    h, w = frame.height, frame.width
+    luma = orient(planes[:h, :, None], orientation)[..., 0]
+    chroma = orient(planes[h:].reshape(2, h // 2, w // 2, 1), orientation)[..., 0]
+    out = av.VideoFrame.from_ndarray(np.concatenate([luma.ravel(), chroma.ravel()]).reshape(-1, luma.shape[1]),
+                                     format="yuv420p")
+    for name in ("colorspace", "color_range"):
+        try:
+            setattr(out, name, getattr(frame, name))
+        except (AttributeError, ValueError):  # older PyAV: read-only
+            pass
+    return out
+
+
+def video_stream(container):
+    """The first video stream of a PyAV ``container``; RuntimeError "no video stream (the file
+    holds ...)" otherwise, the wording of vidnl's decoders."""
+    from vidnl.data.decoding import _video_stream
+
+    return _video_stream(container)  # raises NoVideoStream, a RuntimeError
+
+
 def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None = None,
                    end: float | None = None, crf: int = 23, preset: str = "veryfast") -> dict:
     """Re-encode ``src`` as H.264 MP4 ``dst`` with PyAV: frames with timestamps in
     [start, end) seconds (all when None), short side scaled to ``short_side`` (0: kept),
     no audio. Every decoded frame is written once, with the source's timestamps (shifted so the
     first written frame is at 0, see :class:`FrameTimes`), so frame rate and duration are the
-    source's. Written to a temporary file then renamed, so ``dst`` exists only when complete.
-    Returns {"frames", "width", "height"}; raises RuntimeError on failure."""
+    source's. A video with a display rotation is written as displayed (the frames turned
+    exactly, the short side that of the displayed frame) and without a display matrix, so every
+    decoder shows it as vidnl decodes the source. Written to a temporary file then renamed, so
+    ``dst`` exists only when complete. Returns {"frames", "width", "height"} (the written, i.e.
+    displayed, size); raises RuntimeError on failure ("no video stream ..." for a file without
+    one, the decoders' words)."""
     import av
+
+    from vidnl.data.decoding import IDENTITY, frame_orientation
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     tmp = dst + ".part.mp4"
     count, size = 0, None
     try:
         with av.open(src) as inp:
-            if not inp.streams.video:
-                raise RuntimeError("no video stream")
-            ist = inp.streams.video[0]
+            ist = video_stream(inp)
             ist.thread_type = "AUTO"
             rate = Fraction(ist.average_rate or ist.guessed_rate or 25).limit_denominator(1001 * 1000)
             times = FrameTimes(ist.time_base, rate)
@@ -101,10 +152,13 @@ def reencode_video(src: str, dst: str, short_side: int = 0, start: float | None 
                         continue
                     if end is not None and t is not None and t >= end - 1e-6:
                         break
-                    if size is None:
-                        size = scaled_size(frame.width, frame.height, short_side)
+                    if size is None:  # the display rotation and the output size, from the first frame
+                        orientation = frame_orientation(frame)
+                        stored, size = display_sizes(frame.width, frame.height, orientation, short_side)
                         ost.width, ost.height = size
-                    img = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+                    img = frame.reformat(width=stored[0], height=stored[1], format="yuv420p")
+                    if orientation != IDENTITY:
+                        img = orient_yuv420p(img, orientation)
                     img.pts, img.time_base = times.next(frame.pts), times.time_base
                     for packet in ost.encode(img):
                         out.mux(packet)

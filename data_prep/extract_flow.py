@@ -14,8 +14,12 @@ DATA.PATH_PREFIX; with --videos, relative to that folder) without its extension,
 "../" dropped; the datasets find the flow there with DATA.FLOW_DIR OUT. Two videos that would
 get one folder (``x/v.mp4`` and ``x/v.avi``) are refused before anything is written. Flow:
 OpenCV Farneback (TV-L1 with --method tvl1 when opencv-contrib's cv2.optflow is installed), on
-grey frames, optionally resized to --short-side first. Parallel over videos; resumable: videos whose
-``done`` marker exists are skipped, unfinished ones are redone.
+grey frames, optionally resized to --short-side first. Parallel over videos; resumable: videos
+whose ``done`` marker exists are skipped, unfinished ones are redone.
+
+A video with a display rotation (a phone video) is used as displayed, the way vidnl decodes its
+RGB frames: the frames are turned before the flow is computed, so the flow's size and its x/y
+components are those of the displayed frame (--short-side too refers to the displayed frame).
 
     python data_prep/extract_flow.py --csv data/ucf101/split1/train.csv data/ucf101/split1/test.csv --out data/ucf101_flow
 """
@@ -36,7 +40,9 @@ if __package__ in (None, ""):
 from vidnl.cli import run_cli  # noqa: E402
 from data_prep import common  # noqa: E402
 from data_prep.check_videos import parse_csv  # noqa: E402
-from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE, count_frame_files  # noqa: E402
+from vidnl.data.decoding import (  # noqa: E402
+    DEFAULT_FRAME_TEMPLATE, IDENTITY, count_frame_files, frame_orientation, orient,
+)
 from vidnl.data.flow import (DEFAULT_BOUND, DONE_NAME, FLOW_FORMATS, flow_file_names, flow_key,  # noqa: E402
                              flow_methods, make_flow_fn, quantize)
 from vidnl.errors import DatasetError  # noqa: E402
@@ -45,7 +51,8 @@ from vidnl.errors import DatasetError  # noqa: E402
 def iter_grey_frames(path: str, short_side: int = 0, source: str = "video",
                      frame_template: str = DEFAULT_FRAME_TEMPLATE):
     """Yield the decoded frames of a video (or frame folder) in order, as grey uint8 H×W,
-    with the short side scaled to ``short_side`` (0: unchanged)."""
+    with the short side scaled to ``short_side`` (0: unchanged); a video's frames as displayed
+    (its display rotation applied, ``short_side`` that of the displayed frame)."""
     if source == "frames" or os.path.isdir(path):
         import cv2
         from PIL import Image
@@ -61,14 +68,16 @@ def iter_grey_frames(path: str, short_side: int = 0, source: str = "video",
     import av
 
     with av.open(path) as container:
-        stream = container.streams.video[0]
+        stream = common.video_stream(container)
         stream.thread_type = "AUTO"
         size = None
         for frame in container.decode(stream):
-            if size is None:
-                size = common.scaled_size(frame.width, frame.height, short_side) if short_side else (frame.width,
-                                                                                                    frame.height)
-            yield frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray()
+            if size is None:  # the display rotation and the size, from the first frame
+                orientation = frame_orientation(frame)
+                stored, size = common.display_sizes(frame.width, frame.height, orientation, short_side or None)
+            grey = frame.reformat(width=stored[0], height=stored[1], format="gray").to_ndarray()
+            # turned before the flow is computed: its x/y components are then the displayed axes
+            yield grey if orientation == IDENTITY else orient(grey[..., None], orientation)[..., 0]
 
 
 def is_done(out_dir: str, fmt: str) -> bool:

@@ -6,7 +6,9 @@ OUT/<key>/img_00001.jpg, img_00002.jpg, ... (--template, numbered from 1), short
 to --short-side if given; <key> is the video's path relative to its CSV's folder (or
 --path-prefix) without extension, leading "../" dropped. Two videos that would get one folder
 (``x/v.mp4`` and ``x/v.avi``) are refused before anything is written. A ``done`` file is
-written last, so a second run skips finished videos (resumable); parallel over videos.
+written last, so a second run skips finished videos (resumable); parallel over videos. A video
+with a display rotation (a phone video) is written as displayed, the way vidnl decodes it: the
+frames turned, --short-side that of the displayed frame.
 
 For each input CSV, a CSV of the same name listing the frame folders is written to --csv-out
 (default OUT); train with DATA.PATH_TO_DATA_DIR <csv-out> DATA.SOURCE frames. For UCF-101, run
@@ -29,7 +31,9 @@ if __package__ in (None, ""):
 from vidnl.cli import run_cli  # noqa: E402
 from data_prep import common  # noqa: E402
 from data_prep.check_videos import parse_csv  # noqa: E402
-from vidnl.data.decoding import DEFAULT_FRAME_TEMPLATE  # noqa: E402
+from vidnl.data.decoding import (  # noqa: E402
+    DEFAULT_FRAME_TEMPLATE, IDENTITY, NoVideoStream, frame_orientation, orient,
+)
 from vidnl.data.flow import flow_key  # noqa: E402
 from vidnl.errors import DatasetError  # noqa: E402
 
@@ -39,22 +43,29 @@ DONE = "done"
 def extract_frames(path: str, out_dir: str, template: str = DEFAULT_FRAME_TEMPLATE, short_side: int = 0,
                    quality: int = 95) -> int:
     """Write every frame of video ``path`` as ``out_dir/template.format(k)`` (k from 1) with
-    PyAV + Pillow; returns the frame count. Raises RuntimeError when the video cannot be read."""
+    PyAV + Pillow, as displayed (a display rotation applied, ``short_side`` that of the displayed
+    frame: what ``read_frames`` returns); returns the frame count. Raises RuntimeError when the
+    video cannot be read."""
     import av
+    from PIL import Image
 
     os.makedirs(out_dir, exist_ok=True)
     n, size = 0, None
     try:
         with av.open(path) as container:
-            stream = container.streams.video[0]
+            stream = common.video_stream(container)
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                if size is None:
-                    size = common.scaled_size(frame.width, frame.height, short_side) if short_side else (
-                        frame.width, frame.height)
+                if size is None:  # the display rotation and the size, from the first frame
+                    orientation = frame_orientation(frame)
+                    stored, size = common.display_sizes(frame.width, frame.height, orientation, short_side or None)
                 n += 1
-                frame.reformat(width=size[0], height=size[1], format="rgb24").to_image().save(
-                    os.path.join(out_dir, template.format(n)), quality=quality)
+                image = frame.reformat(width=stored[0], height=stored[1], format="rgb24")
+                image = image.to_image() if orientation == IDENTITY else Image.fromarray(
+                    orient(image.to_ndarray(), orientation))
+                image.save(os.path.join(out_dir, template.format(n)), quality=quality)
+    except NoVideoStream as e:
+        raise RuntimeError(str(e)) from None
     except Exception as e:  # PyAV / Pillow errors
         raise RuntimeError(f"{type(e).__name__}: {e}") from None
     if n == 0:

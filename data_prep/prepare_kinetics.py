@@ -16,7 +16,8 @@ Videos: anywhere below --videos, under either common name:
 (.mp4, .webm, .mkv, .avi, ... all work; a clip with two files, e.g. ``<id>.mp4`` and
 ``<id>.webm``, is refused before anything is written). Whole videos are cut with PyAV, and with
 --short-side 256 every clip is re-encoded to H.264 with short side 256 (the usual Kinetics
-preprocessing; same frames, frame rate and timestamps), into
+preprocessing; same frames, frame rate and timestamps; a video with a display rotation, e.g. a
+phone video, is written turned as displayed, short side that of the displayed frame), into
 OUT/videos/<split>/<label>/<id>_<start>_<end>.mp4 (spaces and slashes of the label as ``_``); in
 parallel, once per output file, resumable (finished files are skipped).
 

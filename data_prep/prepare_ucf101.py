@@ -19,9 +19,11 @@ Writes, for each split N:
 
 CSV lines are ``path label`` with paths relative to the CSV's folder (``--absolute``: absolute).
 With ``--resize 256`` every video is re-encoded with PyAV to H.264 with short side 256 (same
-frames, frame rate and timestamps) into OUT/videos/<Class>/<name>.mp4, <name> as on disk (parallel,
-resumable: finished files are skipped) and the CSV files point there; two listed files that would
-get the same output (``v.avi`` and ``v.mp4``) are refused before anything is written. Train with TRAIN.DATASET ucf101, DATA.PATH_TO_DATA_DIR OUT, DATA.SPLIT N.
+frames, frame rate and timestamps; a video with a display rotation is written turned as
+displayed, short side that of the displayed frame) into OUT/videos/<Class>/<name>.mp4, <name> as
+on disk (parallel, resumable: finished files are skipped) and the CSV files point there; two
+listed files that would get the same output (``v.avi`` and ``v.mp4``) are refused before
+anything is written. Train with TRAIN.DATASET ucf101, DATA.PATH_TO_DATA_DIR OUT, DATA.SPLIT N.
 
     python data_prep/prepare_ucf101.py --root /data/ucf101 --out data/ucf101 [--resize 256]
 """
