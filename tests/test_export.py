@@ -20,6 +20,7 @@ from vidnl.config import load_config
 from vidnl.export import (ONNX_PACKAGES, ExportError, build_export_model, example_input, export_model, export_program,
                           max_abs_diff, run_exported)
 from vidnl.models import build_model
+from vidnl.models.weights import CheckpointError
 from vidnl.nonlocal_blocks import build_nonlocal_block
 from vidnl.nonlocal_blocks import functional as NF
 
@@ -188,3 +189,47 @@ def test_tool_missing_weights(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and missing in r.stderr
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _export_tool():
+    spec = importlib.util.spec_from_file_location("tool_export", os.path.join(ROOT, "tools", "export.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_folders_where_files_are_expected(tmp_path, capsys):
+    """A folder as the output (whatever its name) or as an input, or a file where the output's
+    folder should be: one line naming the path, exit 2, nothing written."""
+    model = build_model(load_config(CLI_CFG, CLI_OPTS))
+    ckpt = tmp_path / "ckpt.pyth"
+    torch.save({"model_state": model.state_dict()}, ckpt)
+    for name in ("out", "out.pt2", "out.onnx"):
+        (tmp_path / name).mkdir()
+    main = _export_tool().main
+    cases = [
+        (["--weights", str(ckpt), "--format", "torch_export", str(tmp_path / "out")], "output .*out is a folder"),
+        (["--weights", str(ckpt), "--format", "torch_export", str(tmp_path / "out.pt2")], "out.pt2 is a folder"),
+        (["--weights", str(ckpt), "--format", "onnx", str(tmp_path / "out.onnx")], "out.onnx is a folder"),
+        (["--weights", str(ckpt), "--format", "torch_export", str(ckpt / "sub" / "m.pt2")],
+         "ckpt.pyth is a file, not a folder"),
+        (["--weights", str(tmp_path), "--format", "torch_export", str(tmp_path / "m.pt2")],
+         "--weights .* is a folder; expected a checkpoint file"),
+    ]
+    for args, message in cases:
+        assert main(["--cfg", CLI_CFG] + args + CLI_OPTS) == 2, args
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert main(["--cfg", str(tmp_path), "--weights", str(ckpt), "--format", "onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "--cfg" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pyth", "out", "out.onnx", "out.pt2"]
+    assert not any(list((tmp_path / name).iterdir()) for name in ("out", "out.pt2", "out.onnx"))
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = build_model(load_config(CLI_CFG, CLI_OPTS))
+    state = model.state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    torch.save({"model_state": state}, tmp_path / "nan.pyth")
+    with pytest.raises(CheckpointError, match=r"nan.pyth: 1 tensors hold NaN or infinite values \(first: fc.weight\)"):
+        build_export_model(load_config(CLI_CFG, CLI_OPTS), str(tmp_path / "nan.pyth"))

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -290,3 +291,88 @@ def test_extract_features_under_test_compile(reid_model, caplog):
     assert "TEST.COMPILE: compiled the model (backend aot_eager) for forward passes of 2 clips" in caplog.text
     assert compiled["names"] == eager["names"] == tracklets
     np.testing.assert_allclose(compiled["features"], eager["features"], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Faults of the user's: folders where files are expected, non-finite weights and scores, one path
+# given as a string
+# ------------------------------------------------------------------------------------------------
+def test_predict_tool_folders_where_files_are_expected(classifier, tmp_path, capsys):
+    cfg_file = os.path.join(ROOT, "configs", "Synthetic", "I3D_R18_SNL.yaml")
+    video = sorted(classifier["preds"])[0]
+    (tmp_path / "out.json").mkdir()
+    (tmp_path / "file").write_text("x")
+    main = _tool("predict").main
+    common = ["--weights", classifier["weights"], "--cfg", cfg_file]
+    cases = [(["--json", str(tmp_path / "out.json")] + common, "--json .*out.json is a folder; expected the path"),
+             (["--json", str(tmp_path / "file" / "p.json")] + common, "file is a file, not a folder"),
+             (["--classes", str(tmp_path)] + common, "--classes .* is a folder; expected a class names file"),
+             (["--weights", str(tmp_path), "--cfg", cfg_file], "--weights .* is a folder; expected a checkpoint file"),
+             (["--weights", classifier["weights"], "--cfg", str(tmp_path)], "--cfg .* is a folder")]
+    for args, message in cases:
+        assert main([video] + args + classifier["opts"]) == 2, args
+        captured = capsys.readouterr()
+        assert re.search(message, captured.err), captured.err
+        assert "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+        assert "scored" not in captured.out  # refused before any video was scored
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out.json"]
+    assert not list((tmp_path / "out.json").iterdir())
+
+
+def _strict_json(path: str):
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}: not valid JSON")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_non_finite_weights_and_scores(classifier, tmp_path, capsys):
+    cfg_file = os.path.join(ROOT, "configs", "Synthetic", "I3D_R18_SNL.yaml")
+    videos = sorted(classifier["preds"])[:2]
+    state = torch.load(classifier["weights"], weights_only=True)["model_state"]
+    main = _tool("predict").main
+    # a NaN head: refused at load, naming the checkpoint and the tensor; no JSON written
+    nan = dict(state, **{"head.fc.weight": state["head.fc.weight"].clone().fill_(float("nan"))})
+    torch.save({"model_state": nan}, tmp_path / "nan.pyth")
+    out = tmp_path / "p.json"
+    assert main(videos + ["--cfg", cfg_file, "--weights", str(tmp_path / "nan.pyth"), "--json", str(out)]
+                + classifier["opts"]) == 2
+    err = capsys.readouterr().err
+    assert "nan.pyth" in err and "NaN or infinite" in err and "head.fc.weight" in err and "Traceback" not in err
+    assert not out.exists()
+    # finite weights whose logits overflow to inf: each video is an error, not scored, and the JSON is strict
+    huge = dict(state, **{"head.fc.weight": torch.full_like(state["head.fc.weight"], 3e38)})  # 3e38 × Σ features
+    torch.save({"model_state": huge}, tmp_path / "huge.pyth")
+    assert main(videos + ["--cfg", cfg_file, "--weights", str(tmp_path / "huge.pyth"), "--json", str(out)]
+                + classifier["opts"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 videos could be scored" in err and "not finite" in err and "Traceback" not in err
+    doc = _strict_json(str(out))
+    assert doc["num_scored"] == 0 and all("not finite" in v["error"] for v in doc["videos"])
+    # the library: the same error entry for a model in hand, for both ensembles
+    model = build_predictor(classifier["cfg"], classifier["weights"])
+    with torch.no_grad():
+        model.head.fc.bias[0] = float("inf")
+    for ensemble in ("sum_softmax", "mean_logits"):
+        res = predict(videos[:1], model, clip=test_clip_config(classifier["cfg"]), ensemble=ensemble)
+        assert set(res[0]) == {"path", "error", "time_s"} and "not finite" in res[0]["error"], res
+        json.dumps(res, allow_nan=False)
+    with pytest.raises(ValueError, match="JSON"):
+        _tool("predict").write_json(str(tmp_path / "nan.json"), {"x": float("nan")})
+    assert not (tmp_path / "nan.json").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_one_path_as_a_string_is_one_path(classifier, tiny_dataset):
+    video = sorted(classifier["preds"])[0]
+    model = build_predictor(classifier["cfg"], classifier["weights"])
+    res = predict(video, model, cfg=classifier["cfg"], topk=1)
+    assert [r["path"] for r in res] == [video]
+    np.testing.assert_allclose(res[0]["scores"], classifier["preds"][video], atol=1e-5)
+    res = predict_from_config(classifier["cfg"], classifier["weights"], video, topk=1)
+    assert [r["path"] for r in res] == [video]
+    folder = os.path.join(tiny_dataset, "videos", "test")
+    assert expand_inputs(folder) == expand_inputs([folder]) and len(expand_inputs(folder)) == 4
+    with pytest.raises(TypeError, match="class_names: expected a list of names"):
+        predict([video], model, cfg=classifier["cfg"], class_names="classes.txt")
+    with pytest.raises(TypeError, match="videos: expected a path or a list of paths"):
+        predict([video, 3], model, cfg=classifier["cfg"])

@@ -52,10 +52,16 @@ def main(argv=None) -> int:
     if args.batch < 1 or (args.batch < 2 and not args.static_batch):
         raise VidnlUserError(f"--batch {args.batch}: a dynamic batch needs an example batch of at least 2 "
                              f"(or pass --static-batch)")
+    for flag, path, what in (("--weights", args.weights, "a checkpoint file"), ("--cfg", args.cfg_file,
+                                                                              "a YAML config file")):
+        if os.path.isdir(path):
+            raise VidnlUserError(f"{flag} {path} is a folder; expected {what}")
     if not os.path.isfile(args.weights):
         raise VidnlUserError(f"--weights: checkpoint not found: {args.weights}")
     cfg = load_config(args.cfg_file, list(args.overrides))
-    from vidnl.export import build_export_model, example_input, export_model, max_abs_diff
+    from vidnl.export import build_export_model, check_output_path, example_input, export_model, max_abs_diff
+
+    check_output_path(args.out, args.fmt)  # before the model is built and traced
 
     model = build_export_model(cfg, args.weights)
     example = example_input(cfg, args.batch)

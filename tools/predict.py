@@ -11,9 +11,11 @@ TEST.NUM_SPATIAL_CROPS views aggregated by TEST.ENSEMBLE_METHOD, exactly as the 
 tools/run_net.py scores it. Class names come from --classes (lines 'index name' or one name per
 line), else DATA.PATH_TO_DATA_DIR/classes.txt, else the class indices are printed.
 
-A video that cannot be read is reported on stderr and in the JSON file; the others are scored.
-Exit status 0 when at least one video was scored; 2 (one message, no traceback) for a missing
-config, weights file or input, a config mistake, or when no video could be scored.
+A video that cannot be read, or whose scores are not finite, is reported on stderr and in the
+JSON file (strict JSON: no NaN or Infinity); the others are scored. Exit status 0 when at least
+one video was scored; 2 (one message, no traceback) for a missing config, weights file or input,
+a folder where a file is expected (--cfg, --weights, --classes, --json), weights holding NaN or
+inf, a config mistake, or when no video could be scored.
 """
 
 from __future__ import annotations
@@ -45,6 +47,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """UsageError for a folder given where a file is expected, and for a --json path that
+    cannot become a file; checked before anything is loaded or scored."""
+    for flag, path, what in (("--cfg", args.cfg_file, "a YAML config file"), ("--weights", args.weights,
+                             "a checkpoint file"), ("--classes", args.classes, "a class names file")):
+        if path and os.path.isdir(path):
+            raise UsageError(f"{flag} {path} is a folder; expected {what}")
+    if args.json:
+        if os.path.isdir(args.json):
+            raise UsageError(f"--json {args.json} is a folder; expected the path of the JSON file to write, e.g. "
+                             f"{os.path.join(args.json, 'predictions.json')}")
+        folder = os.path.dirname(os.path.abspath(args.json))
+        while not os.path.exists(folder):  # the nearest existing folder above it (the root exists)
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder):
+            raise UsageError(f"--json {args.json}: {folder} is a file, not a folder; expected the path of the JSON "
+                             f"file to write")
+
+
+def write_json(path: str, doc: dict) -> None:
+    """Write ``doc`` to ``path`` as strict JSON (a NaN or an infinity is a ValueError: predict
+    lets none through), atomically (no partial file, no temporary file left)."""
+    from vidnl.engine.output_dir import write_text_atomic
+
+    write_text_atomic(path, json.dumps(doc, indent=1, allow_nan=False))
+
+
 def format_result(res: dict) -> str:
     """The lines printed for one video."""
     if "error" in res:
@@ -63,6 +92,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vidnl: %(levelname)s: %(message)s", stream=sys.stderr)
     from vidnl.config import load_config
 
+    check_paths(args)
     check_files(args.weights, args.inputs, "videos", "video files, folders or .csv/.txt lists")
     if args.topk < 1:
         raise UsageError(f"--topk must be at least 1, got {args.topk}")
@@ -98,14 +128,9 @@ def main(argv=None) -> int:
                "class_names": names, "class_names_source": source, "num_scored": len(scored),
                "num_failed": len(failed), "time_s": elapsed, "videos": results,
                "failed_videos": [{"path": r["path"], "reason": r["error"]} for r in failed]}
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, out)
     if failed:
-        print(f"vidnl: {len(failed)} of {len(results)} videos could not be decoded: "
+        print(f"vidnl: {len(failed)} of {len(results)} videos could not be scored: "
               + ", ".join(r["path"] for r in failed), file=sys.stderr)
     if not scored:
         raise PredictInputError(f"none of the {len(results)} videos could be scored"

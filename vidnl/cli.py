@@ -63,6 +63,8 @@ def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
 def check_files(weights: str, inputs: list[str], what: str, expected: str) -> None:
     """UsageError unless the weights file and every input exist (checked before the config and
     the model are loaded)."""
+    if os.path.isdir(weights):
+        raise UsageError(f"weights {weights} is a folder; expected a checkpoint file (.pyth, .pt, .pth, .pkl)")
     if not os.path.isfile(weights):
         raise UsageError(f"weights file not found: {weights}")
     if not inputs:

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("torch_export", "onnx")
 INPUT_NAME, OUTPUT_NAME, BATCH_AXIS = "input", "output", "batch"
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-IMAGE_ARCHS = ("resnet2d", "preresnet", "preresnet_snl_code")
+EXTENSIONS = {"torch_export": ".pt2", "onnx": ".onnx"}
 
 
 class ExportError(VidnlUserError, RuntimeError):
@@ -56,16 +56,30 @@ def example_input(cfg, batch: int = 2, seed: int = 0) -> torch.Tensor:
     or an image architecture) one frame of DATA.TEST_CROP_SIZE², video models DATA.NUM_FRAMES
     frames of DATA.TEST_CROP_SIZE² with DATA.INPUT_CHANNEL_NUM channels. The model takes
     normalised inputs (DATA.MEAN / DATA.STD applied), as in vidnl.data.model_input; the
-    values are standard normal, from ``seed``."""
-    from .config.defaults_data import IMAGE_DATASETS
+    values are standard normal, from ``seed`` (the shape is ``vidnl.models.build.model_input``'s)."""
+    from .models.build import model_input
 
-    if cfg.MODEL.TASK == "reid":
-        shape = (3, cfg.REID.SEQ_LEN, cfg.REID.HEIGHT, cfg.REID.WIDTH)
-    else:
-        image = cfg.TEST.DATASET in IMAGE_DATASETS or cfg.MODEL.ARCH in IMAGE_ARCHS
-        size = cfg.DATA.TEST_CROP_SIZE
-        shape = (cfg.DATA.INPUT_CHANNEL_NUM, 1 if image else cfg.DATA.NUM_FRAMES, size, size)
-    return torch.randn((batch,) + shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn((batch,) + model_input(cfg)[1], generator=torch.Generator().manual_seed(seed))
+
+
+def check_output_path(path: str, fmt: str) -> None:
+    """ExportError unless ``path`` can be the file of format ``fmt``: it ends in the format's
+    extension (.pt2 / .onnx), is not a folder, and no file stands where its folders go."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
+    path = os.fspath(path)
+    ext = EXTENSIONS[fmt]
+    if os.path.isdir(path):
+        raise ExportError(f"output {path} is a folder; expected the path of the {fmt} file to write, e.g. "
+                          f"{os.path.join(path, 'model' + ext)}")
+    if fmt == "torch_export" and not path.endswith(ext):
+        raise ExportError(f"{path}: a torch.export file must end in .pt2 (torch.export.load reads only those)")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # the nearest existing folder above it (the root exists)
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ExportError(f"output {path}: {folder} is a file, not a folder; expected the path of the {fmt} file "
+                          f"to write")
 
 
 def build_export_model(cfg, weights: str) -> nn.Module:
@@ -73,9 +87,11 @@ def build_export_model(cfg, weights: str) -> nn.Module:
     (MODEL.WEIGHTS_FORMAT, MODEL.INFLATE; strict), in eval mode on the CPU. A re-ID model's
     classifier size (training identities, not in the config) is read from the file: the
     exported re-ID model returns embeddings and never uses it."""
-    from .models.weights import extract_model_state, load_checkpoint_file, load_weights
+    from .models.weights import CheckpointError, extract_model_state, load_checkpoint_file, load_weights
     from .models import build_model
 
+    if os.path.isdir(weights):
+        raise CheckpointError(f"weights: {weights} is a folder; expected a checkpoint file (.pyth, .pt, .pkl, ...)")
     ckpt = load_checkpoint_file(weights)  # CheckpointError (a user error) names a missing / bad file
     if cfg.MODEL.TASK == "reid":
         classifier = extract_model_state(ckpt, weights).get("classifier.weight")
@@ -187,10 +203,7 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str, fmt: str, d
     """Export ``model`` (eval mode, CPU) for inputs like ``example`` (B×C×T×H×W) to ``path``:
     ``fmt`` "torch_export" writes torch.export.save's .pt2, "onnx" an ONNX file (opset
     ``opset``, None: the exporter's default). Returns the ExportedProgram both come from."""
-    if fmt not in FORMATS:
-        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
-    if fmt == "torch_export" and not str(path).endswith(".pt2"):
-        raise ExportError(f"{path}: a torch.export file must end in .pt2 (torch.export.load reads only those)")
+    check_output_path(path, fmt)
     if fmt == "onnx":
         _require_onnx()
     model = model.eval().cpu()
@@ -201,7 +214,8 @@ def export_model(model: nn.Module, example: torch.Tensor, path: str, fmt: str, d
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     if fmt == "torch_export":
-        torch.export.save(program, path)
+        with open(path, "wb") as f:  # an OSError names the path (torch's own writer raises RuntimeError)
+            torch.export.save(program, f)
     else:
         save_onnx(program, example, path, opset)
     logger.info("export: wrote %s (%s, input %s%s)", path, fmt, tuple(example.shape),

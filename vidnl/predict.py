@@ -11,8 +11,9 @@ ones its entry in ``predictions_<split>.json`` of a test run holds.
     results = predict(["a.mp4"], model, cfg=cfg, class_names=["left", "right"])  # a model in hand
 
 Every result is a dict: ``{"path", "scores", "ensemble", "views", "topk": [{"index", "name",
-"score", "prob"}, ...], "notes"}``, or ``{"path", "error"}`` for a video that cannot be read (the
-others are scored; nothing is raised for a bad file).
+"score", "prob"}, ...], "notes"}``, or ``{"path", "error"}`` for a video that cannot be read or
+whose scores are not finite (the others are scored; nothing is raised for a bad file). Every
+number in a result is finite, so results dump as strict JSON (``allow_nan=False``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
+import types
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .data import class_names as _class_names
 from .data.datasets.video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_text_lines
 from .data.decoding import DEFAULT_FRAME_TEMPLATE, count_frame_files
 from .errors import ConfigError, VidnlUserError
@@ -87,31 +91,35 @@ def check_predictable(cfg) -> None:
 # ------------------------------------------------------------------------------------------------
 # Class names
 # ------------------------------------------------------------------------------------------------
-_INDEXED = re.compile(r"^\s*(\d+)[\s,;:]+(\S.*?)\s*$")
-
-
 def read_class_names(path: str) -> list[str]:
-    """Class names of a text file: lines ``index name`` (indices 0..N-1, or 1..N as UCF-101's
-    classInd.txt, in any order) or one name per line. Raises PredictInputError naming the file."""
-    if not os.path.isfile(path):
-        raise PredictInputError(f"class names file not found: {path}")
-    try:
-        lines = [ln.strip() for ln in read_text_lines(path)]
-    except VidnlUserError as e:
-        raise PredictInputError(str(e)) from None
-    lines = [ln for ln in lines if ln]
-    if not lines:
-        raise PredictInputError(f"{path}: no class names (expected lines 'index name' or one name per line)")
-    matches = [_INDEXED.match(ln) for ln in lines]
-    if all(matches):  # "index name" lines
-        n, index = len(lines), [int(m.group(1)) for m in matches]
-        for base in (0, 1):
-            if sorted(index) == list(range(base, base + n)):
-                names = dict(zip(index, (m.group(2) for m in matches)))
-                return [names[i] for i in range(base, base + n)]
-        raise PredictInputError(f"{path}: lines 'index name' must number the classes 0..{n - 1} (or 1..{n}) once each; "
-                                f"got indices {sorted(index)[:8]}{' ...' if n > 8 else ''}")
-    return lines
+    """Class names of a text file, read as every class list is (``vidnl.data.class_names``:
+    UTF-8, a byte-order mark dropped; lines ``index name`` (0..N-1 or 1..N, any order) or one
+    name per line). Raises PredictInputError naming the file."""
+    return _class_names.read_class_names(path, PredictInputError)
+
+
+def _paths(items, what: str) -> list[str]:
+    """One path (a string or os.PathLike) as a list of one, a sequence of paths as a list of
+    strings; TypeError for anything else (a string is one path, never its letters)."""
+    if isinstance(items, (str, os.PathLike)):
+        return [os.fspath(items)]
+    if isinstance(items, (bytes, dict)) or not isinstance(items, Iterable):
+        raise TypeError(f"{what}: expected a path or a list of paths, got {items!r}")
+    out = list(items)
+    bad = [p for p in out if not isinstance(p, (str, os.PathLike))]
+    if bad:
+        raise TypeError(f"{what}: expected a path or a list of paths, got {bad[0]!r} ({type(bad[0]).__name__}) "
+                        f"among them")
+    return [os.fspath(p) for p in out]
+
+
+def _check_class_names(class_names) -> list[str] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, os.PathLike)):
+        raise TypeError(f"class_names: expected a list of names, got {class_names!r}; to read them from a file "
+                        f"pass classes_file= (or read_class_names(path))")
+    return [str(n) for n in class_names]
 
 
 def resolve_class_names(num_classes: int, classes_file: str | None = None,
@@ -191,7 +199,7 @@ def expand_inputs(items: Iterable[str], *, path_prefix: str = "", separator: str
     see :func:`videos_in_list`). A named path that does not exist is a PredictInputError; a path
     listed inside a list file is returned as it is (predict reports it if it cannot be read)."""
     out = []
-    for item in items:
+    for item in _paths(items, "inputs"):
         if os.path.isdir(item):
             out += videos_in_folder(item, frame_template)
         elif os.path.isfile(item) and item.lower().endswith(LIST_EXTENSIONS):
@@ -250,6 +258,8 @@ def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConf
     """
     from .engine.inference import compile_for_inference, inference_compile_backend
 
+    videos = _paths(videos, "videos")
+    class_names = _check_class_names(class_names)
     if (cfg is None) == (clip is None):
         raise ValueError("give either cfg or clip (the test-view settings), not both or neither")
     if cfg is not None:
@@ -282,13 +292,18 @@ def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConf
                 raise PredictInputError(f"{len(class_names)} class names given but the model scores "
                                         f"{scores.numel()} classes")
             probs = _probabilities(scores, ensemble, inputs.shape[0])
-            k = min(int(topk), scores.numel())
-            best = torch.topk(scores, k).indices.tolist()
-            res = {"path": path.path, "scores": [float(s) for s in scores], "ensemble": ensemble,
-                   "views": int(inputs.shape[0]),
-                   "topk": [{"index": i, "name": class_names[i] if class_names is not None else str(i),
-                             "score": float(scores[i]), "prob": float(probs[i])} for i in best],
-                   "notes": [reason for _, reason in item.get("notes", ())]}
+            if not (torch.isfinite(scores).all() and torch.isfinite(probs).all()):
+                bad = int((~torch.isfinite(logits)).any(1).sum())
+                res = {"path": path.path, "error": f"not scored: the model's scores are not finite (NaN or inf in "
+                                                   f"the logits of {bad} of {logits.shape[0]} views)"}
+            else:
+                k = min(int(topk), scores.numel())
+                best = torch.topk(scores, k).indices.tolist()
+                res = {"path": path.path, "scores": [float(s) for s in scores], "ensemble": ensemble,
+                       "views": int(inputs.shape[0]),
+                       "topk": [{"index": i, "name": class_names[i] if class_names is not None else str(i),
+                                 "score": float(scores[i]), "prob": float(probs[i])} for i in best],
+                       "notes": [reason for _, reason in item.get("notes", ())]}
         res["time_s"] = round(time.time() - tick, 4)  # decoding (or waiting for it) and scoring
         tick = time.time()
         results.append(res)
@@ -322,6 +337,9 @@ def build_predictor(cfg, weights: str, device: torch.device | str | None = None)
     from .models import build_model
 
     check_predictable(cfg)
+    weights = os.fspath(weights)
+    if os.path.isdir(weights):
+        raise CheckpointError(f"weights: {weights} is a folder; expected a checkpoint file (.pyth, .pt, .pkl, ...)")
     if not os.path.isfile(weights):
         raise CheckpointError(f"weights file not found: {weights}")
     model = build_model(cfg)
@@ -336,6 +354,8 @@ def predict_from_config(cfg, weights: str, videos: Sequence[str], *, classes_fil
     views of ``cfg``. Class names: ``class_names``, else ``classes_file``, else
     DATA.PATH_TO_DATA_DIR/classes.txt when it exists, else the indices."""
     check_predictable(cfg)
+    videos = _paths(videos, "videos")
+    class_names = _check_class_names(class_names)
     if class_names is None:
         class_names, _ = resolve_class_names(cfg.MODEL.NUM_CLASSES, classes_file, cfg.DATA.PATH_TO_DATA_DIR)
     model = build_predictor(cfg, weights, device)
@@ -345,3 +365,15 @@ def predict_from_config(cfg, weights: str, videos: Sequence[str], *, classes_fil
 
 __all__ = ["predict", "predict_from_config", "build_predictor", "aggregate_views", "expand_inputs",
            "read_class_names", "resolve_class_names", "test_clip_config", "PredictInputError", "VIDEO_EXTENSIONS"]
+
+
+class _CallablePredictModule(types.ModuleType):
+    """``vidnl.predict`` names both this module and :func:`predict` (``import vidnl;
+    vidnl.predict(videos, model, cfg=cfg)``): once the module is imported, the package attribute
+    is the module, so calling the module calls :func:`predict`."""
+
+    def __call__(self, *args, **kwargs) -> list[dict]:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePredictModule

@@ -166,6 +166,8 @@ def _read_yaml_with_base(path: str, seen: tuple = ()) -> dict:
     path = os.path.abspath(path)
     if path in seen:
         raise ConfigError(f"_BASE_ cycle: {' -> '.join(seen + (path,))}")
+    if os.path.isdir(path):
+        raise ConfigError(f"Config file {path} is a folder; expected a YAML file (e.g. configs/UCF101/I3D_R50_SNL.yaml)")
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     with open(path, "rb") as f:

@@ -6,7 +6,10 @@ checked here, where they are built, with the same kind of :class:`ConfigError` n
 range, RESNET.INFLATE's shape; cheap, nothing is built) runs first in ``build_model``, and
 ``nonlocal_factory`` turns a block constructor's ValueError into a ConfigError naming the
 NONLOCAL.* key (``NONLOCAL_OPTION_KEYS``). Tools that write files call ``check_model_config``
-before writing anything.
+before writing anything. Once built, ``check_input_frames`` runs the model on the meta device
+(shapes only) on an input of the config's size: too few frames for its temporal kernels, strides
+and pools is a ConfigError naming DATA.NUM_FRAMES (REID.SEQ_LEN) and the minimum the network
+takes, instead of a RuntimeError deep in the first forward pass.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
+import torch
 import torch.nn as nn
 from fvcore.common.config import CfgNode
 
@@ -301,12 +305,103 @@ def _vtn(cfg: CfgNode) -> nn.Module:
     return _with_nonlocal(cfg, model)
 
 
+# ------------------------------------------------------------------------------------------------
+# The model's input, and what the built model says about it
+# ------------------------------------------------------------------------------------------------
+# Architectures that take images (clips of one frame) whatever DATA.NUM_FRAMES says.
+IMAGE_ARCHS = ("resnet2d", "preresnet", "preresnet_snl_code")
+MAX_FRAMES_SEARCHED = 4096  # check_input_frames looks for a minimum up to this many frames
+
+
+def model_input(cfg: CfgNode) -> tuple[str | None, tuple[int, int, int, int]]:
+    """(the key that sets the frames of the model's input, None for images; the input's C×T×H×W
+    at the test size): re-ID clips of REID.SEQ_LEN frames of REID.HEIGHT×REID.WIDTH (3 channels),
+    image models (an image dataset or an image architecture) one frame of DATA.TEST_CROP_SIZE²,
+    video models DATA.NUM_FRAMES frames of DATA.TEST_CROP_SIZE² with DATA.INPUT_CHANNEL_NUM
+    channels."""
+    from ..config.defaults_data import IMAGE_DATASETS
+
+    if cfg.MODEL.TASK == "reid":
+        return "REID.SEQ_LEN", (3, cfg.REID.SEQ_LEN, cfg.REID.HEIGHT, cfg.REID.WIDTH)
+    size = cfg.DATA.TEST_CROP_SIZE
+    if cfg.TEST.DATASET in IMAGE_DATASETS or cfg.MODEL.ARCH in IMAGE_ARCHS:
+        return None, (cfg.DATA.INPUT_CHANNEL_NUM, 1, size, size)
+    return "DATA.NUM_FRAMES", (cfg.DATA.INPUT_CHANNEL_NUM, cfg.DATA.NUM_FRAMES, size, size)
+
+
+def _meta_forward(model: nn.Module, shape: tuple[int, ...]) -> tuple[Exception | None, str]:
+    """(the exception of ``model`` in eval mode on an input of ``shape``, None if it runs; the
+    innermost module running when it was raised), computed on the meta device: shapes only, no
+    memory, no arithmetic. The model's parameters, buffers and train/eval modes are untouched."""
+    from torch.func import functional_call
+
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    meta = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
+    modes = {m: m.training for m in model.modules()}
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(m, args):
+        t = args[0].shape[2] if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 5 else None
+        stack.append(f"{names.get(m) or type(m).__name__} ({type(m).__name__}"
+                     f"{f', input of {t} frame' + 's' * (t != 1) if t is not None else ''})")
+
+    def leave(m, args, out):
+        stack.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    model.eval()
+    try:
+        with torch.no_grad():
+            functional_call(model, meta, (torch.empty(shape, device="meta"),), strict=False)
+        return None, ""
+    except Exception as e:  # noqa: BLE001 - the caller decides what the failure means
+        return e, stack[-1] if stack else ""
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+
+
+def check_input_frames(cfg: CfgNode, model: nn.Module) -> None:
+    """ConfigError naming DATA.NUM_FRAMES (re-ID: REID.SEQ_LEN) when ``model`` cannot take the
+    config's clips: fewer frames than its temporal kernels, strides and pools need (the message
+    gives the minimum, found by running the model on the meta device for longer clips, and the
+    layer where time runs out), or a ValueError of the model about its input (e.g. VTN.MAX_FRAMES).
+    A failure that more frames do not cure is not about frames: it is left to the forward pass."""
+    key, (c, t, h, w) = model_input(cfg)
+    if key is None:
+        return
+    error, where = _meta_forward(model, (1, c, t, h, w))
+    if error is None:
+        return
+    if isinstance(error, ValueError):
+        raise ConfigError(f"{key} {t}: {error}") from None
+    if isinstance(error, NotImplementedError) or "meta" in str(error).lower():
+        return  # an operation the meta device cannot run: nothing learnt about sizes
+    low, high = t, 2 * t
+    while high <= MAX_FRAMES_SEARCHED and _meta_forward(model, (1, c, high, h, w))[0] is not None:
+        low, high = high, 2 * high
+    if high > MAX_FRAMES_SEARCHED:
+        return
+    while high - low > 1:  # low fails, high runs: more frames never shorten a strided axis
+        mid = (low + high) // 2
+        low, high = (low, mid) if _meta_forward(model, (1, c, mid, h, w))[0] is None else (mid, high)
+    raise ConfigError(f"{key}: {t} {'frame is' if t == 1 else 'frames are'} too few for this network (MODEL.ARCH "
+                      f"{cfg.MODEL.ARCH!r}, RESNET.DEPTH {cfg.RESNET.DEPTH}): its temporal kernels, strides and pools "
+                      f"need at least {high} frames{'; it fails at ' + where if where else ''}. Set {key} to {high} "
+                      f"or more.")
+
+
 def build_model(cfg: CfgNode) -> nn.Module:
     """The model named by cfg.MODEL.ARCH, with nonlocal blocks at cfg.NONLOCAL.LOCATION.
     A config that does not fit the models raises ConfigError naming the key (check_model_config,
-    nonlocal_factory) before anything is built."""
+    nonlocal_factory) before anything is built, or once it is built for an input it cannot take
+    (``check_input_frames``)."""
     check_model_config(cfg)
     model = MODEL_REGISTRY[cfg.MODEL.ARCH](cfg)
+    check_input_frames(cfg, model)
     if cfg.TRAIN.CHANNELS_LAST:
         try:
             use_channels_last(model)

@@ -11,20 +11,14 @@ import os
 
 from ...errors import DatasetError
 from .video_csv import VideoCSVDataset
+from ..class_names import read_class_names
 
 
 def read_classes(path: str) -> list[str]:
-    """Class names of a ``classes.txt`` with lines ``index name`` (0-based, in order)."""
-    names = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split(" ", 1)
-            if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names):
-                raise DatasetError(f"{path}:{lineno}: expected '{len(names)} <class name>', got {line.strip()!r}")
-            names.append(parts[1])
-    return names
+    """Class names of a ``classes.txt`` (lines ``index name``, or one name per line), read as every
+    class list is (:func:`vidnl.data.class_names.read_class_names`: UTF-8 with or without a BOM,
+    CRLF or LF), so the test and predict read one file the same way."""
+    return read_class_names(path, DatasetError)
 
 
 def check_labels(ds: VideoCSVDataset, cfg, classes_file: str, split: str) -> None:
