@@ -174,3 +174,9 @@ def test_public_functions_take_their_arguments_as_written():
     assert first is again and callable(first)
     with pytest.raises(ValueError, match="either cfg or clip"):
         vidnl.predict(["a.mp4"], torch.nn.Linear(1, 1))
+
+
+def test_config_may_narrow_a_named_model():
+    """The width of a named network (RESNET.BASE_WIDTH) is not its identity: a narrow copy for
+    a quick test is allowed, unlike another MODEL.ARCH or RESNET.DEPTH."""
+    assert model_config("preresnet20", config={"RESNET.BASE_WIDTH": 8}).RESNET.BASE_WIDTH == 8

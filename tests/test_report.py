@@ -258,10 +258,12 @@ def test_class_names_come_from_the_dataset_then_classes_txt_then_indices(tmp_pat
     assert dataset_class_names(video_ds, str(tmp_path)) == (["jump", "run"], str(tmp_path / "classes.txt"))
     image_ds = SimpleNamespace(cfg=SimpleNamespace(class_names=["cat", "dog"]))
     assert dataset_class_names(image_ds, str(tmp_path)) == (["cat", "dog"], "dataset")
-    (tmp_path / "classes.txt").write_text("jump\nrun\n")  # not 'index name': a warning, not an error
+    (tmp_path / "classes.txt").write_text("jump\nrun\n")  # one name per line: read as predict reads it
+    assert dataset_class_names(video_ds, str(tmp_path)) == (["jump", "run"], str(tmp_path / "classes.txt"))
+    (tmp_path / "classes.txt").write_text("0 jump\n5 run\n")  # indices that do not number the classes
     with caplog.at_level("WARNING"):
         assert dataset_class_names(video_ds, str(tmp_path)) == (None, "index")
-    assert "classes.txt:1" in caplog.text
+    assert "classes.txt" in caplog.text and "once each" in caplog.text
     with caplog.at_level("WARNING"):
         assert _names(["a", "b"], 3) == ["0", "1", "2"]
     assert "2 class names for a model of 3 outputs" in caplog.text

@@ -210,6 +210,10 @@ def _nest(flat: dict[str, Any]) -> dict:
     return out
 
 
+# Keys a model name sets that ``config`` may still change (prefixes).
+FREE_NAMED_KEYS = ("DATA.", "RESNET.BASE_WIDTH")
+
+
 def model_config(name: str, *, num_classes: int | None = None, nonlocal_blocks: dict | None = None,
                  config: dict | None = None):
     """The validated config ``create_model`` builds from (a frozen CfgNode): keys and values
@@ -218,7 +222,8 @@ def model_config(name: str, *, num_classes: int | None = None, nonlocal_blocks: 
     options are checked when ``create_model`` builds the blocks.
 
     ``config`` (flat ``"KEY.SUB"`` keys or nested dicts) may not change a key the name sets
-    (except the ``DATA.*`` input settings), nor contradict ``num_classes`` or
+    (except ``FREE_NAMED_KEYS``: the ``DATA.*`` input settings and the width, e.g. a narrow
+    network for a quick test), nor contradict ``num_classes`` or
     ``nonlocal_blocks``: ConfigError naming both. ``nonlocal_blocks`` must say where the blocks
     go (``location``, there or in ``config``)."""
     from .config.validate import config_from_dict
@@ -227,7 +232,8 @@ def model_config(name: str, *, num_classes: int | None = None, nonlocal_blocks: 
     named = dict(_lookup(name)[1])
     extra = _config_keys(config)
     blocks = _nonlocal_keys(nonlocal_blocks, name)
-    _check_agrees(extra, {k: v for k, v in named.items() if not k.startswith("DATA.")}, f"the model name {name!r}")
+    fixed = {k: v for k, v in named.items() if not k.startswith(FREE_NAMED_KEYS)}
+    _check_agrees(extra, fixed, f"the model name {name!r}")
     if num_classes is not None:
         _check_agrees(extra, {"MODEL.NUM_CLASSES": num_classes}, f"num_classes={num_classes!r}")
     _check_agrees(extra, blocks, f"nonlocal_blocks={nonlocal_blocks!r}")

@@ -129,8 +129,8 @@ def _names(class_names: list[str] | None, num_classes: int) -> list[str]:
 
 def dataset_class_names(dataset, data_dir: str) -> tuple[list[str] | None, str]:
     """Class names of a test dataset and where they come from: the dataset's own
-    (``class_names`` of the image datasets), else ``data_dir/classes.txt`` (``index name`` lines,
-    read by :func:`vidnl.data.datasets.ucf101.read_classes`), else ``(None, "index")``. A
+    (``class_names`` of the image datasets), else ``data_dir/classes.txt`` (``index name`` lines
+    or one name per line, read as every class list is: :func:`vidnl.data.class_names.read_class_names`), else ``(None, "index")``. A
     malformed classes.txt is a warning (the names are then the indices), not an error."""
     from ..data.datasets.ucf101 import read_classes
 

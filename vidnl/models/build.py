@@ -14,6 +14,7 @@ takes, instead of a RuntimeError deep in the first forward pass.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Callable, Sequence
 
@@ -329,15 +330,15 @@ def model_input(cfg: CfgNode) -> tuple[str | None, tuple[int, int, int, int]]:
     return "DATA.NUM_FRAMES", (cfg.DATA.INPUT_CHANNEL_NUM, cfg.DATA.NUM_FRAMES, size, size)
 
 
-def _meta_forward(model: nn.Module, shape: tuple[int, ...]) -> tuple[Exception | None, str]:
-    """(the exception of ``model`` in eval mode on an input of ``shape``, None if it runs; the
-    innermost module running when it was raised), computed on the meta device: shapes only, no
-    memory, no arithmetic. The model's parameters, buffers and train/eval modes are untouched."""
-    from torch.func import functional_call
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the meta device (shapes only), in eval mode; ``model`` is untouched."""
+    return copy.deepcopy(model).to(device="meta").eval()
 
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    meta = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
-    modes = {m: m.training for m in model.modules()}
+
+def _meta_forward(model: nn.Module, shape: tuple[int, ...]) -> tuple[Exception | None, str]:
+    """(the exception of the meta-device ``model`` (``_meta_copy``) on an input of ``shape``, None
+    if it runs; the innermost module running when it was raised): shapes only, no memory, no
+    arithmetic."""
     stack: list[str] = []
     names = {m: n for n, m in model.named_modules()}
 
@@ -350,18 +351,15 @@ def _meta_forward(model: nn.Module, shape: tuple[int, ...]) -> tuple[Exception |
         stack.pop()
 
     hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-    model.eval()
     try:
         with torch.no_grad():
-            functional_call(model, meta, (torch.empty(shape, device="meta"),), strict=False)
+            model(torch.empty(shape, device="meta"))
         return None, ""
     except Exception as e:  # noqa: BLE001 - the caller decides what the failure means
         return e, stack[-1] if stack else ""
     finally:
         for h in hooks:
             h.remove()
-        for m, training in modes.items():
-            m.training = training
 
 
 def check_input_frames(cfg: CfgNode, model: nn.Module) -> None:
@@ -373,6 +371,7 @@ def check_input_frames(cfg: CfgNode, model: nn.Module) -> None:
     key, (c, t, h, w) = model_input(cfg)
     if key is None:
         return
+    model = _meta_copy(model)
     error, where = _meta_forward(model, (1, c, t, h, w))
     if error is None:
         return
