@@ -173,7 +173,8 @@ def test_each_restart_round_gets_its_own_store_keys(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")
     monkeypatch.setattr(D, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "rendezvous", lambda url, **kw: iter([(base, 1, 2)]))
+    monkeypatch.setattr(dist, "rendezvous", lambda url, **kw: (x for x in [(base, 1, 2)]))
+    monkeypatch.setattr(D.atexit, "register", lambda fn: None)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.update(kw, backend=backend))
     D.init_distributed(use_cuda=False)
     assert seen["backend"] == "gloo" and seen["rank"] == 1 and seen["world_size"] == 2

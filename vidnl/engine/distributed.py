@@ -14,6 +14,7 @@ This module holds the process-group functions only; which indices each process r
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -40,11 +41,25 @@ def init_distributed(use_cuda: bool) -> None:
         return
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    store, rank, world_size = next(dist.rendezvous("env://"))
+    handler = dist.rendezvous("env://")
+    store, rank, world_size = next(handler)
+    handler.close()
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group(backend="nccl" if use_cuda else "gloo",
                             store=dist.PrefixStore(f"/vidnl/restart_{attempt}", store), rank=rank,
                             world_size=world_size)
+    atexit.register(_leave_group)
+
+
+def _leave_group() -> None:
+    """Destroy the process group at exit, before the interpreter tears down the store and the
+    backend's threads (left alone, a worker sometimes aborted at exit: "terminate called without
+    an active exception")."""
+    if is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
 
 
 def is_initialized() -> bool:
