@@ -18,14 +18,20 @@ an inf weight gradient after one step, NaN loss at the next, in 5 of 6 seeds, an
 seeds twice because the kernel reads memory it did not write. On CPUs without AVX-512 BF16
 (emulated bfloat16) the bug does not show.
 
+Its bias gradient is wrong in the same shapes.
+
 **The guard.** Under bfloat16 autocast on the CPU, while gradients are recorded, every
-zero-padded convolution (1-, 2- or 3-D) is run as an explicit ``F.pad`` followed by the
-same convolution without padding. That is the same function with the same gradients (the pad is
-zeros), and oneDNN's unpadded kernel is right: 0 of 1800 conv3d and 0 of 4500 conv2d shapes
-off by more than 5 % (``tests/test_precision.py`` keeps a sweep of the failing shapes). It
-costs one copy of the padded input per convolution. The nonlocal blocks run their graph part
-(affinity, normaliser, aggregation) in float32 inside autocast (``vidnl.nonlocal_blocks``), and
-the losses are computed on float32 logits.
+zero-padded convolution (1-, 2- or 3-D) keeps oneDNN's padded kernels for the forward pass and
+the input gradient (right in every shape tried), and takes its weight gradient on the explicitly
+padded input with an unpadded convolution and its bias gradient as a float32 sum
+(``_ConvWithUnpaddedWeightGrad``); an asymmetric padding ("same" with an even kernel) runs as
+``F.pad`` plus the unpadded convolution. Both are the same function with the same gradients
+(the pad is zeros), and oneDNN's unpadded kernels are right: 0 of 1800 conv3d and 0 of 4500 conv2d
+shapes off by more than 5 %, 0 non-finite in 6000 random conv2d/conv3d shapes through the guard
+(``tests/test_precision.py`` keeps the failing shapes). The cost is one copy of the padded input
+per convolution in the backward pass (``benchmarks/amp.py``). The nonlocal blocks run their graph
+part (affinity, normaliser, aggregation) in float32 inside autocast (``vidnl.nonlocal_blocks``),
+and the losses are computed on float32 logits.
 """
 
 from __future__ import annotations
@@ -96,11 +102,52 @@ def _conv_padding(padding, weight: torch.Tensor, dilation, dims: int) -> list[in
     return [v for pair in reversed(pairs) for v in pair]
 
 
+class _ConvWithUnpaddedWeightGrad(torch.autograd.Function):
+    """A zero-padded convolution in bfloat16 whose forward and input gradient are oneDNN's padded
+    kernels (right, and the fastest), whose weight gradient is computed on the explicitly padded
+    input without padding and whose bias gradient is a float32 sum (oneDNN's padded bfloat16
+    weight and bias gradients are the broken ones)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, dilation, groups, pad):
+        ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+        ctx.conv = (stride, padding, dilation, groups, pad)
+        x, w = x.to(torch.bfloat16), w.to(torch.bfloat16)
+        b = None if b is None else b.to(torch.bfloat16)
+        ctx.save_for_backward(x, w)
+        with torch.autocast("cpu", enabled=False):
+            return torch.ops.aten.convolution(x, w, b, stride, padding, dilation, False, [0] * len(stride), groups)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups, pad = ctx.conv
+        zeros = [0] * len(stride)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gy = gy.to(torch.bfloat16)
+        gx = gb = gw = None
+        if need_x:
+            gx = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, dilation, False, zeros, groups,
+                                                     [True, False, False])[0]
+        if need_b:  # summed in float32 (oneDNN's padded bfloat16 bias gradient is wrong too)
+            gb = gy.float().sum([0] + list(range(2, gy.dim())))
+        if need_w:
+            gw = torch.ops.aten.convolution_backward(gy, F.pad(x, pad), w, None, stride, zeros, dilation, False,
+                                                     zeros, groups, [False, True, False])[1]
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        return (None if gx is None else gx.to(x_dtype), None if gw is None else gw.to(w_dtype),
+                None if gb is None else gb.to(b_dtype), None, None, None, None, None)
+
+
+def _tuple(v, dims: int) -> list[int]:
+    return [v] * dims if isinstance(v, int) else list(v)
+
+
 class ExplicitConvPadding(TorchFunctionMode):
-    """Runs zero-padded ``conv1d/2d/3d`` on bfloat16 CPU inputs (or under CPU bfloat16 autocast)
-    as ``F.pad`` + the unpadded convolution when gradients are recorded (see the module's
-    docstring: oneDNN's padded bfloat16 weight gradient is wrong on some CPUs). Other calls
-    pass through unchanged."""
+    """Runs zero-padded ``conv1d/2d/3d`` on bfloat16 CPU inputs (or under CPU bfloat16 autocast),
+    when gradients are recorded, with the weight gradient of the unpadded convolution of the
+    padded input (see the module's docstring: oneDNN's padded bfloat16 weight and bias gradients
+    are wrong on some CPUs). Other calls pass through unchanged."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -117,6 +164,11 @@ class ExplicitConvPadding(TorchFunctionMode):
         pad = _conv_padding(call.get("padding", 0), w, call.get("dilation", 1), dims)
         if pad is None:
             return func(*args, **kwargs)
+        if pad[0::2] == pad[1::2]:  # symmetric: padded forward and input gradient, unpadded weight gradient
+            b = call.get("bias")
+            return _ConvWithUnpaddedWeightGrad.apply(
+                x, w, b, _tuple(call.get("stride", 1), dims), pad[0::2][::-1], _tuple(call.get("dilation", 1), dims),
+                call.get("groups", 1), pad)
         if autocast_bf16 and x.dtype == torch.float32:
             x = x.to(torch.bfloat16)  # pad the half-size copy autocast would make anyway
         call["input"], call["padding"] = F.pad(x, pad), 0
