@@ -107,6 +107,18 @@ def _flat(state: dict) -> torch.Tensor:
 
 
 def stability(seeds: list[int]) -> list[dict]:
+    """The seed experiment (module docstring); one row per seed. Warnings are silenced meanwhile
+    (the runs' own logging) and restored after."""
+    previous = logging.root.manager.disable
+    try:
+        return _stability(seeds)
+    finally:
+        logging.disable(previous)
+
+
+def _stability(seeds: list[int]) -> list[dict]:
+    import shutil
+
     import data_prep.make_synthetic_motion as synth
     from conftest import tiny_opts
     from vidnl.engine import train
@@ -149,6 +161,7 @@ def stability(seeds: list[int]) -> list[dict]:
               f", AMP runs bit-identical {row['amp_runs_identical']}; ||w_amp - w_f32|| / ||w_f32 - w_init|| "
               f"{row['amp_vs_float32']}, float32 from bf16-rounded init {row['float32_bf16_init_vs_float32']}",
               flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 

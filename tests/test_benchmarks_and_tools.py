@@ -136,3 +136,24 @@ def test_single_affinity_row_equals_the_dense_row(kernel, norm, bipartite):
     for q in (0, 7, 29):
         row = NF.affinity_row(theta, phi, q, kernel, norm, bipartite, concat)
         torch.testing.assert_close(row, dense[:, q], rtol=0, atol=1e-10)
+
+
+def test_amp_benchmark_smoke(tmp_path):
+    """benchmarks/amp.py: one step time per mode and network, and the seed experiment for one
+    seed (no NaN, two AMP runs bit-identical, a finite distance from float32)."""
+    import logging
+
+    import amp
+
+    out = tmp_path / "amp.json"
+    threads = torch.get_num_threads()
+    try:
+        assert amp.main(["--repeat", "1", "--seeds", "0", "--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.load(open(out))
+    assert len(res["step_time"]) == 2 and all(r["ratio bfloat16 (vidnl)"] > 0 for r in res["step_time"])
+    (row,) = res["stability"]
+    assert not row["float32_nan"] and not row["amp_nan"] and row["amp_runs_identical"] is True
+    assert 0 < row["amp_vs_float32"] < 10
+    assert logging.root.manager.disable == logging.NOTSET  # the experiment's silence is lifted
