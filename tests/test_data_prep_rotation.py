@@ -15,6 +15,7 @@ from vidnl.data import decoding
 from vidnl.data.decoding import read_frames
 
 from data_prep import common, extract_flow, extract_frames, prepare_kinetics, prepare_ucf101
+from conftest import write_audio_only
 
 H, W = 48, 64  # stored (landscape) size
 ALL = np.arange  # choose every frame
@@ -219,24 +220,6 @@ def test_flow_of_a_rotated_video_is_the_flow_of_its_displayed_frames(tmp_path, c
 
 
 # -- files without video ---------------------------------------------------------------------------
-def write_audio_only(path: str, rate: int = 16000, seconds: float = 0.3) -> str:
-    """A real M4A file with one mono AAC stream (a 440 Hz tone) and no video stream."""
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("aac", rate=rate)
-        stream.layout = "mono"
-        fmt = stream.codec_context.format.name
-        step = 1024
-        for start in range(0, int(rate * seconds), step):
-            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(start, start + step) / rate)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(tone[None], format=fmt, layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def test_tools_say_no_video_stream_like_the_decoders(tmp_path):
     """A file without a video stream fails in every tool with the decoders' words."""
     path = write_audio_only(str(tmp_path / "tone.m4a"))

@@ -6,7 +6,7 @@ import pytest
 from vidnl.data import decoding
 from vidnl.data.decoding import DecodeError, read_frames
 
-from conftest import BACKENDS, SHARED_VIDEOS, index_video, needs_decord, synth, write_video
+from conftest import BACKENDS, SHARED_VIDEOS, index_video, needs_decord, synth, write_audio_only, write_video
 
 
 def all_frames(n):
@@ -94,29 +94,6 @@ def test_test_views_are_decoded_at_the_test_scale(tmp_path, backend):
     assert diff.mean() < 4.0, diff.mean()
     small = read_frames(path, pick, backend, short_side=200)  # never upscaled while decoding
     assert small.frames.shape == full.frames.shape
-
-
-def write_audio_only(path: str, codec: str, rate: int = 16000, seconds: float = 0.3) -> str:
-    """A real file with one mono audio stream (a 440 Hz tone) and no video stream."""
-    import av
-
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        fmt = stream.codec_context.format.name  # aac: fltp, pcm_s16le: s16
-        step = 1024
-        for start in range(0, int(rate * seconds), step):
-            tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(start, start + step) / rate)
-            samples = (tone * 32767).astype(np.int16) if fmt == "s16" else tone.astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(samples[None], format=fmt, layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    with av.open(path) as container:  # the file is what the test needs: audio, no video
-        assert [s.type for s in container.streams] == ["audio"]
-    return path
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
