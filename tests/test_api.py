@@ -21,7 +21,8 @@ def tiny_input(name: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", vidnl.list_models())
 def test_every_name_builds_and_runs(name):
-    width = {} if name.startswith("preresnet") else {"RESNET.BASE_WIDTH": 4}
+    # preresnet: CIFAR widths; vtn_r34: a torchvision ResNet-34 per frame (width 64 only)
+    width = {} if name.startswith(("preresnet", "vtn_r")) else {"RESNET.BASE_WIDTH": 4}
     model = vidnl.create_model(name, num_classes=3, config=width).eval()
     assert isinstance(model, torch.nn.Module) and vidnl.describe_model(name)
     with torch.no_grad():
@@ -33,7 +34,7 @@ def test_every_name_builds_and_runs(name):
 
 
 def test_names_fix_the_architecture():
-    assert {"i3d_r50", "c2d_r50", "slow_r50", "i3d_table1_r50", "p3d199", "mars_rx101", "vtn_r50",
+    assert {"i3d_r50", "c2d_r50", "slow_r50", "i3d_table1_r50", "p3d199", "mars_rx101", "vtn_r34", "vtn_vit_r50",
             "preresnet56", "resnet50tp", "resnet3d_r50", "resnext3d_r101"} <= set(vidnl.list_models())
     assert vidnl.list_models("slow*") == ["slow_r101", "slow_r18", "slow_r50"]
     # the released 8x8 I3D: 8 frames stay 8 until pool2 halves them; Table 1's stem halves them first

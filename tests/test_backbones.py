@@ -17,7 +17,7 @@ from vidnl.models.p3d import P3DBottleneck, P3DResNet
 from vidnl.models.preresnet import PreResNetCifar
 from vidnl.models.resnet import VideoResNet
 from vidnl.models.resnet3d import ResNet3D
-from vidnl.models.vtn import VTN
+from vidnl.models.vtn_vit import VTNViT
 from vidnl.nonlocal_blocks import SNL
 
 from conftest import ROOT
@@ -26,7 +26,7 @@ TINY = {  # arch: (depth, extra overrides, input T)
     "c2d": (18, [], 4), "i3d": (50, [], 4), "resnet2d": (18, [], 1), "preresnet": (20, [], 1),
     "preresnet_snl_code": (56, [], 1),
     "resnet3d": (18, [], 4), "p3d": (63, [], 4), "mars": (50, ["RESNET.CARDINALITY", "4"], 4),
-    "vtn": (18, ["VTN.DIM", "16", "VTN.NUM_HEADS", "2", "VTN.NUM_LAYERS", "1"], 4),
+    "vtn_vit": (18, ["VTN.DIM", "16", "VTN.NUM_HEADS", "2", "VTN.NUM_LAYERS", "1"], 4),
 }
 
 
@@ -57,7 +57,7 @@ def test_plain_argument_construction():
     assert ResNet3D(depth=10, num_classes=2, base_width=4).eval()(x3).shape == (1, 2)
     assert P3DResNet(depth=63, num_classes=2, base_width=4).eval()(x3).shape == (1, 2)
     assert PreResNetCifar(depth=20, num_classes=2).eval()(x1).shape == (1, 2)
-    assert VTN(num_classes=2, depth=18, base_width=4, dim=8, heads=2, layers=1).eval()(x3).shape == (1, 2)
+    assert VTNViT(num_classes=2, depth=18, base_width=4, dim=8, heads=2, layers=1).eval()(x3).shape == (1, 2)
 
 
 def test_parameter_counts_of_the_papers():

@@ -29,7 +29,7 @@ from test_parameter_names import BLOCK_STYLES
 NETWORKS = ([(name, {}, (3, t, crop, crop)) for name, t, crop in FAMILIES]
             + [(f"i3d_r18+{b}+{s}", dict(nonlocal_blocks=dict(type=b, style=s, location=[[], [1], [0], []])),
                 (3, 4, 32, 32)) for b, s in BLOCK_STYLES]
-            + [("resnet50tp", {}, (3, 4, 32, 16)), ("vtn_r50", {}, (3, 4, 32, 32)), ("resnet2d_r18", {}, (3, 4, 32, 32)),
+            + [("resnet50tp", {}, (3, 4, 32, 16)), ("vtn_vit_r50", {}, (3, 4, 32, 32)), ("resnet2d_r18", {}, (3, 4, 32, 32)),
                ("preresnet20", {}, (3, 1, 32, 32))])
 
 

@@ -2,7 +2,9 @@
 moved to models/) still load: every model's parameter names and shapes, and those of every
 nonlocal block type and style, equal the ones recorded at commit 4e20c5e
 (``tests/data/parameter_names_4e20c5e.json.gz``, written by ``parameter_names()`` below run
-against that commit). Models are built on the meta device: no memory, no time."""
+against that commit; ``vtn_vit_r50`` is the record of ``vtn_r50``, the name of that network then, and
+``vtn_r34``, added later, holds the official VTN checkpoint's names). Models are built on the meta
+device: no memory, no time."""
 
 import gzip
 import json

@@ -67,7 +67,7 @@ def test_frames_check_keeps_what_runs():
         vidnl.create_model("i3d_r18", config={"RESNET.BASE_WIDTH": 4, "DATA.NUM_FRAMES": 1})
     # a model's own refusal of its input is the config's error too
     with pytest.raises(ConfigError, match="DATA.NUM_FRAMES 16: VTN got 16 frames, more than VTN.MAX_FRAMES=8"):
-        vidnl.create_model("vtn_r50", config={"RESNET.BASE_WIDTH": 4, "DATA.NUM_FRAMES": 16, "VTN.MAX_FRAMES": 8})
+        vidnl.create_model("vtn_vit_r50", config={"RESNET.BASE_WIDTH": 4, "DATA.NUM_FRAMES": 16, "VTN.MAX_FRAMES": 8})
 
 
 def test_a_tool_reports_too_few_frames_as_a_user_error(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Models by name, without a config file.
 
     import vidnl
-    vidnl.list_models()                      # ['c2d_r50', 'i3d_r50', ..., 'resnet50tp', 'vtn_r50']
+    vidnl.list_models()                      # ['c2d_r50', 'i3d_r50', ..., 'resnet50tp', 'vtn_r34', 'vtn_vit_r50']
     model = vidnl.create_model("i3d_r50", num_classes=101,
                                nonlocal_blocks=dict(type="snl", location=[[], [1, 3], [1, 3, 5], []]),
                                pretrained="I3D_8x8_R50.pkl")  # any supported checkpoint layout
@@ -69,8 +69,13 @@ def _register_names() -> None:
              RESNET__DEPTH=d, DATA__NUM_FRAMES=16, DATA__TRAIN_CROP_SIZE=160, DATA__TEST_CROP_SIZE=160)
     _add("mars_rx101", "Crasto et al. 2019 MARS: RGB 3D-ResNeXt-101 with a flow teacher", MODEL__ARCH="mars",
          RESNET__DEPTH=101, RESNET__CARDINALITY=32, DATA__NUM_FRAMES=16)
-    _add("vtn_r50", "Kozlov et al. 2019 VTN: ResNet-50 per frame + transformer encoder", MODEL__ARCH="vtn",
-         RESNET__DEPTH=50)
+    _add("vtn_r34", "Kozlov et al. 2019 VTN (Lightweight Network Architecture for Real-Time Action Recognition, "
+         "arXiv 1905.08711), the VTN of Zhu et al. 2021 (SNL) Table 8: ResNet-34 per frame, 4-layer post-norm "
+         "self-attention decoder, frame-averaged logits; 16 frames of 224², official checkpoints load as they are",
+         MODEL__ARCH="vtn", RESNET__DEPTH=34, VTN__DIM=512, VTN__NUM_LAYERS=4, VTN__NUM_HEADS=8, DATA__NUM_FRAMES=16)
+    _add("vtn_vit_r50", "vidnl's ViT-style video transformer: C2D ResNet-50 per frame, 3-layer pre-norm encoder "
+         "with a classification token (as in Neimark et al. 2021); not Kozlov et al.'s VTN", MODEL__ARCH="vtn_vit",
+         RESNET__DEPTH=50, VTN__NUM_LAYERS=3)
     for d in (20, 56, 110):
         _add(f"preresnet{d}", f"He et al. 2016 pre-activation ResNet-{d} for CIFAR (basic blocks)",
              MODEL__ARCH="preresnet", RESNET__DEPTH=d, RESNET__BASE_WIDTH=16, DATA__NUM_FRAMES=1)

@@ -177,7 +177,9 @@ _C.MODEL.TASK = "classification"
 # Architecture: "c2d" (2D kernels, temporal pooling only), "i3d" (inflated 3x1x1 / 3x3x3
 # temporal kernels in alternate residual blocks and a 5x7x7 stem, Wang et al. 2018 (NL), Table 1),
 # "resnet3d" (Hara et al.'s 3D-ResNet / ResNeXt, kxkxk kernels), "p3d" (Pseudo-3D ResNet),
-# "mars" (RGB ResNeXt with a flow teacher), "vtn" (2D ResNet + transformer), "resnet2d" and
+# "mars" (RGB ResNeXt with a flow teacher), "vtn" (Kozlov et al. 2019's Video Transformer Network:
+# a torchvision 2D ResNet per frame + post-norm self-attention decoder), "vtn_vit" (vidnl's ViT-style
+# encoder with a classification token over C2D-ResNet features), "resnet2d" and
 # "preresnet", "preresnet_snl_code" (images as T=1 clips), plus models registered by other modules (e.g. "resnet50tp").
 _C.MODEL.ARCH = "i3d"
 # Number of classes of the classifier.
@@ -240,19 +242,21 @@ _C.RESNET.SHORTCUT = "B"
 _C.RESNET.ZERO_INIT_FINAL_BN = True
 
 # ---------------------------------------------------------------------------------------------
-# Video Transformer Network (MODEL.ARCH vtn)
+# Video transformers: MODEL.ARCH vtn (Kozlov et al. 2019, vidnl/models/vtn.py) and vtn_vit
+# (ViT-style encoder with a classification token, vidnl/models/vtn_vit.py)
 # ---------------------------------------------------------------------------------------------
 _C.VTN = CfgNode()
-# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (Zhu et al.
-# 2021 (SNL) replace it with a nonlocal block over the frame tokens).
+# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (a nonlocal
+# block over the frame tokens; vtn_vit only for now, vtn takes "mha").
 _C.VTN.ATTENTION = "mha"
-# Token width.
+# Token width (vtn: the decoder width; a 1x1 conv maps the ResNet's features to it when they differ).
 _C.VTN.DIM = 512
-# Encoder layers.
-_C.VTN.NUM_LAYERS = 3
+# Encoder (vtn: decoder) layers: 4 in Kozlov et al. 2019; vtn_vit's configs use 3.
+_C.VTN.NUM_LAYERS = 4
 # Attention heads ("mha").
 _C.VTN.NUM_HEADS = 8
-# Longest clip (frames) the positional embedding covers.
+# vtn_vit: longest clip (frames) the positional embedding covers (vtn's position table has
+# DATA.NUM_FRAMES rows, as the official code's).
 _C.VTN.MAX_FRAMES = 64
 
 # ---------------------------------------------------------------------------------------------

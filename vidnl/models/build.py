@@ -295,15 +295,45 @@ def _mars(cfg: CfgNode) -> nn.Module:
     return _with_nonlocal(cfg, model)
 
 
-@register_model("vtn", _resnet_stages)
+@register_model("vtn_vit", _resnet_stages)
+def _vtn_vit(cfg: CfgNode) -> nn.Module:
+    """vidnl's ViT-style video transformer (C2D-ResNet features, classification token)."""
+    from .vtn_vit import VTNViT
+
+    v = cfg.VTN
+    model = VTNViT(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
+                   in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS,
+                   attention=v.ATTENTION, max_frames=v.MAX_FRAMES, dropout=cfg.MODEL.DROPOUT_RATE)
+    return _with_nonlocal(cfg, model)
+
+
+def _vtn_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Kozlov et al.'s VTN: a torchvision ResNet per frame, no nonlocal stages (NONLOCAL.LOCATION
+    must stay empty)."""
+    from .vtn import DEPTHS
+
+    if cfg.RESNET.DEPTH not in DEPTHS:
+        raise ValueError(f"RESNET.DEPTH: {cfg.RESNET.DEPTH} is not available for vtn; choose one of {list(DEPTHS)} "
+                         f"(34 in Kozlov et al. 2019).")
+    return (), ()
+
+
+@register_model("vtn", _vtn_stages)
 def _vtn(cfg: CfgNode) -> nn.Module:
+    """Kozlov et al. 2019's Video Transformer Network as its official code builds it (vidnl.models.vtn):
+    the position table has DATA.NUM_FRAMES rows (the official clip length); the decoder's dropout
+    is the official 0.1 (MODEL.DROPOUT_RATE is not used)."""
     from .vtn import VTN
 
     v = cfg.VTN
-    model = VTN(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
-                in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS,
-                attention=v.ATTENTION, max_frames=v.MAX_FRAMES, dropout=cfg.MODEL.DROPOUT_RATE)
-    return _with_nonlocal(cfg, model)
+    if v.ATTENTION != "mha":
+        raise ConfigError(f"VTN.ATTENTION: {v.ATTENTION!r} is not available for MODEL.ARCH vtn yet (only 'mha', the "
+                          f"official multi-head self-attention); MODEL.ARCH vtn_vit takes 'snl' and 'nl'.")
+    if cfg.RESNET.BASE_WIDTH != 64:
+        raise ConfigError(f"RESNET.BASE_WIDTH: {cfg.RESNET.BASE_WIDTH} is not available for MODEL.ARCH vtn (a "
+                          f"torchvision ResNet per frame, width 64).")
+    return VTN(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
+               dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS, max_frames=cfg.DATA.NUM_FRAMES)
 
 
 # ------------------------------------------------------------------------------------------------

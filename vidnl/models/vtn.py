@@ -1,92 +1,180 @@
-"""Video Transformer Network, one of the Table 8 backbones of Zhu et al. 2021 (SNL), who cite
-Kozlov et al. 2019 (*Lightweight Network Architecture for Real-Time Action Recognition*) for
-it; the classification token is that of Neimark et al. 2021 (*Video Transformer Network*).
+"""Video Transformer Network of Kozlov, Andronov and Gritsenko 2019 (*Lightweight Network
+Architecture for Real-Time Action Recognition*, arXiv 1905.08711), the "VTN" of Zhu et al. 2021
+(SNL) Table 8, as the official code builds it (openvinotoolkit/training_extensions,
+``pytorch_toolkit/action_recognition``, ``models/video_transformer.py`` and
+``models/modules/self_attention.py``):
 
-A 2D ResNet (C2D, so frames stay independent) embeds every frame; frame features (spatially
-averaged, projected to ``dim``) get a learned positional embedding and a classification token,
-pass through a transformer encoder, and the token's output is classified. Zhu et al. 2021
-replace the encoder's self-attention with SNL: ``attention`` is "mha" (multi-head
-self-attention), "snl" or "nl" (a 1D nonlocal block over the tokens, from vidnl.nonlocal_blocks).
+- every frame through a 2D ResNet (torchvision layout, ResNet-34 in the paper) without its
+  average pool and classifier, a 1×1 conv to ``dim`` only where the ResNet's width is not
+  ``dim``, then ``avg_pool2d`` with a 7×7 kernel and its top-left output (at 224² input the whole
+  7×7 map; at larger sizes the official code also pools only the top-left 7×7 window; below 224²,
+  where the official code fails, the whole map is averaged): B×T×dim;
+- a trainable position table (``nn.Embedding``, ``padding_idx`` 0: row 0 is zeros and gets no
+  gradient; rows 1… sinusoids) added to the frame features;
+- ``layers`` post-norm decoder blocks: multi-head self-attention with per-head bias-free q/k/v
+  (``heads`` × ``dim / heads``), softmax temperature √dim (not √(dim / heads)), heads concatenated
+  with no output projection, dropout, residual, LayerNorm; then a position-wise FFN (1×1 Conv1d
+  dim→2·dim, ReLU, 2·dim→dim), dropout, residual, LayerNorm. Their LayerNorm divides by the
+  unbiased standard deviation plus ε = 1e-3 and is the identity for a one-frame sequence;
+  dropout 0.1 on the attention weights, the merged heads and the FFN output;
+- a linear classifier on every frame; the logits are averaged over the frames.
 
-Input B×C×T×H×W; logits B×num_classes.
+Parameter names are the official ones (``resnet.N`` = the ResNet's children, ``reduce_conv``,
+``self_attention_decoder.…``, ``fc``), so an official checkpoint (with or without DataParallel's
+``module.`` prefix) loads strictly with no key map. Input B×C×T×H×W (vidnl's layout; the official
+code takes B×T×C×H×W); logits B×num_classes. T may not exceed the position table's rows
+(``max_frames``; the official code builds it with the clip length, 16).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
 
-from ..nonlocal_blocks import build_nonlocal_block
-from .resnet import VideoResNet
-
-ATTENTIONS = ("mha", "snl", "nl")
+DEPTHS = (18, 34, 50, 101, 152)  # torchvision ResNets; the paper's encoder is ResNet-34
+POOL = 7  # the official avg_pool2d kernel (224² input / 32)
 
 
-class EncoderLayer(nn.Module):
-    """Pre-norm transformer layer: x + Attn(LN(x)), then x + MLP(LN(x)). Tokens B×L×D."""
+class LayerNormalization(nn.Module):
+    """The official code's LayerNorm over the last dim: (z − mean) / (unbiased std + eps) · a_2 + b_2;
+    the identity when dim 1 (time) has one element."""
 
-    def __init__(self, dim: int, heads: int, attention: str, mlp_ratio: float = 4.0, dropout: float = 0.0):
+    def __init__(self, dim: int, eps: float = 1e-3):
         super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"VTN attention must be one of {ATTENTIONS}, got {attention!r}")
-        self.attention = attention
-        self.norm1 = nn.LayerNorm(dim)
-        if attention == "mha":
-            self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        else:  # the nonlocal block's residual branch on the token sequence (B×D×L, 1D form)
-            self.attn = build_nonlocal_block(attention, dim, dim_inner=dim // 2, zero_init_final_bn=False)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.eps = eps
+        self.a_2 = nn.Parameter(torch.ones(dim))
+        self.b_2 = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.shape[1] == 1:
+            return z
+        mean = z.mean(-1, keepdim=True)
+        std = z.std(-1, keepdim=True)  # unbiased, as torch.std's default
+        return (z - mean) / (std + self.eps) * self.a_2 + self.b_2
+
+
+class MultiHeadAttention(nn.Module):
+    """Post-norm self-attention sublayer: LN(x + Dropout(concat_h softmax(q_h k_hᵀ / √dim) v_h)).
+    ``w_qs``/``w_ks``/``w_vs`` are heads × dim × head_dim (no biases); no output projection."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1, attn_dropout: float = 0.1):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"VTN width {dim} must be divisible by its {heads} heads")
+        head_dim = dim // heads
+        self.heads = heads
+        self.temperature = math.sqrt(dim)
+        self.w_qs = nn.Parameter(torch.empty(heads, dim, head_dim))
+        self.w_ks = nn.Parameter(torch.empty(heads, dim, head_dim))
+        self.w_vs = nn.Parameter(torch.empty(heads, dim, head_dim))
+        for w in (self.w_qs, self.w_ks, self.w_vs):
+            nn.init.xavier_normal_(w)
+        self.attn_dropout = nn.Dropout(attn_dropout)
+        self.layer_norm = LayerNormalization(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B×T×D
+        q = torch.einsum("btd,hde->bhte", x, self.w_qs)
+        k = torch.einsum("btd,hde->bhte", x, self.w_ks)
+        v = torch.einsum("btd,hde->bhte", x, self.w_vs)
+        attn = self.attn_dropout(torch.softmax(q @ k.transpose(-1, -2) / self.temperature, dim=-1))
+        out = (attn @ v).permute(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], -1)  # heads concatenated
+        return self.layer_norm(self.dropout(out) + x)
+
+
+class PositionwiseFeedForward(nn.Module):
+    """LN(x + Dropout(w_2(ReLU(w_1(x))))), w_1/w_2 1×1 Conv1d over time."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.w_1 = nn.Conv1d(dim, hidden, 1)
+        self.w_2 = nn.Conv1d(hidden, dim, 1)
+        self.layer_norm = LayerNormalization(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B×T×D
+        out = self.w_2(F.relu(self.w_1(x.transpose(1, 2)))).transpose(1, 2)
+        return self.layer_norm(self.dropout(out) + x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.slf_attn = MultiHeadAttention(dim, heads, dropout)
+        self.pos_ffn = PositionwiseFeedForward(dim, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        if self.attention == "mha":
-            a = self.attn(h, h, h, need_weights=False)[0]
-        else:
-            t = h.transpose(1, 2)  # B×D×L
-            a = (self.attn(t) - t).transpose(1, 2)
-        x = x + a
-        return x + self.mlp(self.norm2(x))
+        return self.pos_ffn(self.slf_attn(x))
+
+
+def position_table(rows: int, dim: int) -> torch.Tensor:
+    """rows×dim: row 0 zeros; row p ≥ 1 is sin(p / 10000^(2⌊j/2⌋/dim)) at even j, cos at odd j."""
+    pos = torch.arange(rows, dtype=torch.float64)[:, None]
+    j = torch.arange(dim)
+    angle = pos / torch.pow(10000.0, (2 * (j // 2)).double() / dim)
+    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    table[0] = 0
+    return table.float()
+
+
+class PositionEncoding(nn.Module):
+    def __init__(self, rows: int, dim: int):
+        super().__init__()
+        self.enc = nn.Embedding(rows, dim, padding_idx=0)
+        with torch.no_grad():
+            self.enc.weight.copy_(position_table(rows, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.enc(torch.arange(x.shape[1], device=x.device))
+
+
+class SelfAttentionDecoder(nn.Module):
+    def __init__(self, dim: int, heads: int, layers: int, rows: int, hidden_factor: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.position_encoding = PositionEncoding(rows, dim)
+        self.layers = nn.ModuleList(DecoderBlock(dim, heads, dim * hidden_factor, dropout) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.position_encoding(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class VTN(nn.Module):
-    """Args: depth/base_width of the 2D ResNet, ``dim`` token width, ``layers`` and ``heads`` of
-    the encoder, ``attention`` (mha | snl | nl), ``max_frames`` for the positional embedding."""
+    """Args: ``depth`` of the per-frame torchvision ResNet (34 in the paper), ``dim`` (512),
+    ``layers`` (4) and ``heads`` (8) of the decoder, ``max_frames``: rows of the position table
+    (the official clip length, 16), ``dropout`` inside the decoder (0.1)."""
 
-    stage_names = ("res2", "res3", "res4", "res5")
-    weights_prefix = "backbone."  # 2D ResNet weights (torchvision, PySlowFast, Caffe2) load into the backbone
-
-    def __init__(self, *, num_classes: int = 101, depth: int = 50, base_width: int = 64, in_channels: int = 3,
-                 dim: int = 512, layers: int = 3, heads: int = 8, attention: str = "mha", max_frames: int = 64,
-                 dropout: float = 0.5):
+    def __init__(self, *, num_classes: int = 400, depth: int = 34, in_channels: int = 3, dim: int = 512,
+                 layers: int = 4, heads: int = 8, max_frames: int = 16, dropout: float = 0.1):
         super().__init__()
-        self.backbone = VideoResNet(depth=depth, arch="c2d", num_classes=1, base_width=base_width,
-                                    in_channels=in_channels, temporal_pool=False, dropout=0.0)
-        self.backbone.head = nn.Identity()
-        self.project = nn.Linear(self.backbone.num_features, dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_frames + 1, dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.encoder = nn.ModuleList(EncoderLayer(dim, heads, attention) for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if depth not in DEPTHS:
+            raise ValueError(f"VTN's per-frame ResNet depth must be one of {DEPTHS}, got {depth}")
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.resnet = nn.Sequential(*list(net.children())[:-2])  # conv1 bn1 relu maxpool layer1-4 as 0…7
+        width = net.fc.in_features
+        self.reduce_conv = nn.Conv2d(width, dim, 1) if width != dim else nn.Identity()
+        self.self_attention_decoder = SelfAttentionDecoder(dim, heads, layers, max_frames, dropout=dropout)
         self.fc = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+        nn.init.zeros_(self.fc.bias)
         self.max_frames = max_frames
 
-    @property
-    def stages(self):
-        return self.backbone.stages
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×T×H×W -> B×T×dim."""
+        b, c, t, h, w = x.shape
+        if t > self.max_frames:
+            raise ValueError(f"VTN got {t} frames, more than its position table's {self.max_frames} rows")
+        f = self.reduce_conv(self.resnet(x.transpose(1, 2).reshape(b * t, c, h, w)))
+        f = F.avg_pool2d(f, (min(POOL, f.shape[2]), min(POOL, f.shape[3])))[:, :, 0, 0]
+        return f.reshape(b, t, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[2]
-        if t > self.max_frames:
-            raise ValueError(f"VTN got {t} frames, more than VTN.MAX_FRAMES={self.max_frames}")
-        feats = self.backbone.forward_features(x).mean((3, 4)).transpose(1, 2)  # B×T×F
-        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), self.project(feats)], dim=1)
-        tokens = tokens + self.pos_embed[:, : t + 1]
-        for layer in self.encoder:
-            tokens = layer(tokens)
-        return self.fc(self.dropout(self.norm(tokens[:, 0])))
+        return self.fc(self.self_attention_decoder(self.frame_features(x))).mean(1)
