@@ -21,6 +21,12 @@ phone video, is written turned as displayed, short side that of the displayed fr
 OUT/videos/<split>/<label>/<id>_<start>_<end>.mp4 (spaces and slashes of the label as ``_``); in
 parallel, once per output file, resumable (finished files are skipped).
 
+Without --short-side, clips already cut are used where they are; one whose path in the CSV would
+contain whitespace (e.g. a downloader's class folder ``air drumming/``) is listed through a
+symbolic link OUT/videos/links/<split>/<label>/<id>_<start>_<end>.<ext> (spaces of the label as
+``_``), so that every CSV line is ``path label`` with no other space: PySlowFast's Kinetics reader
+(``line.split(DATA.PATH_LABEL_SEPARATOR)``, exactly two fields) reads the files as vidnl does.
+
 Writes OUT/train.csv, val.csv, test.csv (``path label``, paths relative to OUT or --absolute),
 OUT/classes.txt (sorted class names -> 0-based index, ``index name`` lines; the same for every
 run on the same annotations) and OUT/missing_<split>.txt (annotated clips not found or not
@@ -35,6 +41,7 @@ import argparse
 import csv
 import glob
 import os
+import re
 import sys
 import time
 
@@ -99,9 +106,37 @@ def clip_name(row: dict) -> str:
 
 
 def label_folder(label: str) -> str:
-    """The folder name of a class: spaces and slashes as underscores ("." and ".." too)."""
-    name = label.replace(" ", "_").replace("/", "_").replace("\\", "_")
+    """The folder name of a class: whitespace and slashes as underscores ("." and ".." too)."""
+    name = re.sub(r"[\s/\\]", "_", label)
     return name if name.strip(".") else name.replace(".", "_")
+
+
+def has_space(text: str) -> bool:
+    return any(c.isspace() for c in text)
+
+
+def link_clip(src: str, link: str) -> None:
+    """``link`` -> ``src`` (absolute): a symbolic link, else a hard link; an existing link to the
+    same file is kept, any other one replaced. DatasetError when neither can be made."""
+    target = os.path.abspath(src)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    if os.path.exists(link) and not os.path.islink(link) and os.path.samefile(link, target):
+        return
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    tmp = link + ".tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.symlink(target, tmp)
+    except OSError as e1:
+        try:
+            os.link(target, tmp)
+        except OSError as e2:
+            raise DatasetError(f"cannot link {link} -> {target} (symbolic link: {e1}; hard link: {e2}); its path "
+                               f"has a space, which PySlowFast cannot read: rename the folder, or re-encode with "
+                               f"--short-side") from None
+    os.replace(tmp, link)
 
 
 def _encode_job(job):
@@ -155,7 +190,7 @@ def main(argv=None) -> int:
 
     plan: dict[str, list] = {}
     missing: dict[str, list[str]] = {}
-    jobs, sources, several = [], [], []
+    jobs, sources, several, links = [], [], [], []
     for split, (rows, labelled) in annotations.items():
         if not labelled:
             continue
@@ -172,7 +207,15 @@ def main(argv=None) -> int:
                                f" ({files[split]}:{r['line']})")
                 continue
             if trimmed and not a.short_side:
-                plan[split].append((trimmed[0], r))
+                path = trimmed[0]
+                link = os.path.join(a.out, "videos", "links", split, label_folder(r["label"]),
+                                    label_folder(name) + os.path.splitext(path)[1])
+                if (has_space(common.csv_path_for(path, a.out, a.absolute))
+                        and not has_space(common.csv_path_for(link, a.out, a.absolute))):
+                    links.append((path, link))
+                    sources.append((path, link))
+                    path = link
+                plan[split].append((path, r))
                 continue
             dst = os.path.join(a.out, "videos", split, label_folder(r["label"]), name + ".mp4")
             src, cut = (trimmed[0], (None, None)) if trimmed else (whole[0], (r["start"], r["end"]))
@@ -191,6 +234,12 @@ def main(argv=None) -> int:
         return 2
     jobs = list({job[1]: job for job in jobs}.values())
     os.makedirs(a.out, exist_ok=True)
+    try:
+        for link, src in {lk: sr for sr, lk in links}.items():  # a clip listed twice is linked once
+            link_clip(src, link)
+    except DatasetError as e:
+        print(f"prepare_kinetics: error: {e}", file=sys.stderr)
+        return 2
 
     failed, done_before = {}, 0
     for dst, error, was_done in common.parallel_map(_encode_job, jobs, a.workers, "cut/re-encode"):
@@ -198,7 +247,7 @@ def main(argv=None) -> int:
         if error:
             failed[dst] = error
     common.write_lines(os.path.join(a.out, "classes.txt"), [f"{i} {c}" for i, c in enumerate(classes)])
-    summary = []
+    summary, spaced = [], 0
     for split in SPLITS:
         if split not in annotations:
             continue
@@ -211,6 +260,7 @@ def main(argv=None) -> int:
                 missing[split].append(f"{clip_name(r)} {r['label']} (line {r['line']}: {failed[path]})")
             else:
                 lines.append(f"{common.csv_path_for(path, a.out, a.absolute)} {index[r['label']]}")
+                spaced += has_space(lines[-1].rsplit(" ", 1)[0])
         common.write_lines(os.path.join(a.out, f"{split}.csv"), lines)
         common.write_lines(os.path.join(a.out, f"missing_{split}.txt"), missing[split])
         summary.append(f"  {split}: {len(lines)} of {len(annotations[split][0])} clips, {len(missing[split])} missing "
@@ -221,6 +271,13 @@ def main(argv=None) -> int:
         print(f"  cut/re-encoded {len(jobs) - done_before - len(failed)} clips"
               f"{f' to short side {a.short_side}' if a.short_side else ''}, {done_before} already done, "
               f"{len(failed)} failed")
+    if links:
+        print(f"  {len({lk for _, lk in links})} clips whose paths have spaces listed through links in "
+              f"{os.path.join(a.out, 'videos', 'links')} (readable by PySlowFast too)")
+    if spaced:
+        print(f"prepare_kinetics: warning: {spaced} CSV paths contain spaces (--absolute is set and the absolute path of "
+              f"--out {a.out!r} has one): vidnl reads them, PySlowFast cannot; drop --absolute (paths relative to --out, "
+              f"PySlowFast's DATA.PATH_PREFIX) or use an --out without spaces", file=sys.stderr)
     print(f"  done in {time.time() - start_time:.1f} s; train with TRAIN.DATASET kinetics TEST.DATASET kinetics "
           f"DATA.PATH_TO_DATA_DIR {a.out} MODEL.NUM_CLASSES {len(classes)}")
     return 0

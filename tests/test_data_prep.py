@@ -208,6 +208,89 @@ def test_prepare_kinetics_short_side_reencodes_everything(tmp_path, capsys):
     assert "0 clips to short side 16, 3 already done" in capsys.readouterr().out
 
 
+def pyslowfast_rows(csv_path, prefix):
+    """The rows as PySlowFast's Kinetics reader takes them: each line split on the separator
+    (DATA.PATH_LABEL_SEPARATOR, default " ") must give exactly path and label; the path is joined
+    to DATA.PATH_PREFIX."""
+    rows = []
+    for line in open(csv_path).read().splitlines():
+        fields = line.split(" ")
+        assert len(fields) == 2 and len(line.split()) == 2, f"{csv_path}: {line!r}"
+        rows.append((os.path.join(prefix, fields[0]), int(fields[1])))
+    return rows
+
+
+LABELS = {"aaaaaaaaaa1": 1, "aaaaaaaaaa2": 1, "bbbbbbbbbb3": 2, "cccccccccc4": 0, "dddddddddd5": 3, "eeeeeeeeee6": 1}
+
+
+def test_prepare_kinetics_csvs_have_no_spaces_in_paths(tmp_path, capsys):
+    """A downloader's class folders with spaces ("air drumming/"), under a download folder with a
+    space, no --short-side: every CSV line still has exactly two space-separated fields, and
+    PySlowFast and vidnl read the same clips."""
+    from vidnl.data.datasets.video_csv import read_csv
+
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (ann / "train.csv").write_text(header + "".join([
+        '"air drumming",aaaaaaaaaa1,1,3,train\n',
+        '"air drumming",aaaaaaaaaa2,4,6,train\n',
+        '"passing American football (in game)",bbbbbbbbbb3,0,2,train\n',
+        "abseiling,cccccccccc4,2,4,train\n",           # only the whole video: cut into OUT/videos
+        "zumba,dddddddddd5,0,2,train\n",               # no class folder, but --videos has a space
+    ]))
+    (ann / "validate.csv").write_text(header + '"air drumming",eeeeeeeeee6,5,7,validate\n')
+    vids = tmp_path / "my downloads"
+    originals = {
+        "aaaaaaaaaa1": mp4(vids / "train" / "air drumming" / "aaaaaaaaaa1_000001_000003.mp4", index_video(6, 24, 32)),
+        "aaaaaaaaaa2": mp4(vids / "train" / "air drumming" / "aaaaaaaaaa2_000004_000006.mp4", index_video(7, 24, 32)),
+        "bbbbbbbbbb3": mp4(vids / "train" / "passing American football (in game)" / "bbbbbbbbbb3_000000_000002.mp4",
+                           index_video(8, 24, 32)),
+        "eeeeeeeeee6": mp4(vids / "val" / "air drumming" / "eeeeeeeeee6_000005_000007.mp4", index_video(9, 24, 32)),
+    }
+    originals["dddddddddd5"] = mp4(vids / "dddddddddd5_000000_000002.mp4", index_video(5, 24, 32))
+    mp4(vids / "whole" / "cccccccccc4.mp4", index_video(50, 24, 32), fps=10)
+    out = tmp_path / "k"
+    args = ["--annotations", str(ann), "--videos", str(vids), "--out", str(out), "--workers", "1"]
+    assert prepare_kinetics.main(args) == 0
+    printed = capsys.readouterr()
+
+    classes = [line.split(" ", 1)[1] for line in open(out / "classes.txt").read().splitlines()]
+    assert classes == ["abseiling", "air drumming", "passing American football (in game)", "zumba"]
+    for split, ids in (("train", ["aaaaaaaaaa1", "aaaaaaaaaa2", "bbbbbbbbbb3", "cccccccccc4", "dddddddddd5"]),
+                       ("val", ["eeeeeeeeee6"])):
+        csv_path = str(out / f"{split}.csv")
+        slowfast = pyslowfast_rows(csv_path, str(out))
+        vidnl_rows = read_csv(csv_path, num_classes=4)
+        # the same clips, labels and order both ways; every path is a readable video
+        assert [(os.path.normpath(r.path), r.label) for r in vidnl_rows] == [(os.path.normpath(p), lab)
+                                                                             for p, lab in slowfast]
+        assert len(slowfast) == len(ids)
+        for (path, label), yid in zip(slowfast, ids):
+            assert os.path.isfile(path) and " " not in os.path.relpath(path, out)
+            assert label == LABELS[yid]
+            if yid in originals:  # the downloaded file itself, through a link
+                assert os.path.samefile(path, originals[yid])
+    assert "5 clips whose paths have spaces listed through links" in printed.out and "warning" not in printed.err
+    lines = open(out / "train.csv").read().splitlines()
+    assert lines[0] == "videos/links/train/air_drumming/aaaaaaaaaa1_000001_000003.mp4 1"
+    assert lines[2] == "videos/links/train/passing_American_football_(in_game)/bbbbbbbbbb3_000000_000002.mp4 2"
+    assert lines[3] == "videos/train/abseiling/cccccccccc4_000002_000004.mp4 0"
+    assert lines[4] == "videos/links/train/zumba/dddddddddd5_000000_000002.mp4 3"
+    # the kinetics dataset reads them as well
+    cfg = ["TRAIN.DATASET", "kinetics", "DATA.PATH_TO_DATA_DIR", str(out), "MODEL.NUM_CLASSES", "4"]
+    assert len(build_dataset("kinetics", load_config(None, cfg), "train")) == 5
+    # a second run keeps the links and writes the same files
+    before = {f: open(out / f).read() for f in ("train.csv", "val.csv")}
+    assert prepare_kinetics.main(args) == 0
+    assert {f: open(out / f).read() for f in ("train.csv", "val.csv")} == before
+    # --absolute: absolute paths, still without spaces
+    assert prepare_kinetics.main(args + ["--absolute"]) == 0
+    for split in ("train", "val"):
+        for path, _ in pyslowfast_rows(str(out / f"{split}.csv"), "/unused"):
+            assert os.path.isabs(path) and os.path.isfile(path)
+
+
 def test_prepare_kinetics_malformed_annotation(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,x,ten,20,train\n")
     (tmp_path / "v").mkdir()

@@ -263,6 +263,125 @@ def test_prid_rule_and_saved_splits(tmp_path):
             load_prid(root, 0, min_frames=5, num_shared=10)
 
 
+# The community split file (splits_prid2011.json, as torchreid's
+# torchreid/data/datasets/video/prid2011.py reads it): a JSON list of {"train": [...], "test": [...]}
+# person-folder lists. These lists are written out by hand, not by vidnl.
+COMMUNITY_SPLITS = [
+    {"test": ["person_0006", "person_0001", "person_0003"], "train": ["person_0002", "person_0009", "person_0004"]},
+    {"test": ["person_0002", "person_0010", "person_0004"], "train": ["person_0001", "person_0006", "person_0008"]},
+    {"test": ["person_0008", "person_0009"], "train": ["person_0003", "person_0010", "person_0006", "person_0001"]},
+]
+# the same persons as numbers: split k -> (train, test)
+COMMUNITY_EXPECTED = [([2, 4, 9], [1, 3, 6]), ([1, 6, 8], [2, 4, 10]), ([1, 3, 6, 10], [8, 9])]
+
+
+def prid_replica(root: str) -> str:
+    """Persons 1..12 in both cameras; person 3 is shorter than min_frames 5 in cam_a (the community
+    file, not REID.PRID_MIN_FRAMES, decides who is used); 11 and 12 are other people (num_shared 10)."""
+    frames_a = {p: 6 for p in range(1, 13)}
+    frames_b = {p: 5 + p % 3 for p in range(1, 13)}
+    frames_a[3] = 2
+    return write_prid(root, frames_a, frames_b)
+
+
+def _person_of(t) -> int:
+    return int(os.path.basename(os.path.dirname(t.paths[0])).split("_")[1])
+
+
+def test_prid_community_split_file_is_read_as_torchreid_does(tmp_path, caplog):
+    import logging
+
+    root = prid_replica(str(tmp_path / "prid2011"))
+    with open(os.path.join(root, "splits_prid2011.json"), "w") as f:
+        json.dump(COMMUNITY_SPLITS, f, indent=4)
+    base = os.path.join(root, "prid_2011", "multi_shot")
+    for k, (train, test) in enumerate(COMMUNITY_EXPECTED):
+        with caplog.at_level(logging.INFO, logger="vidnl.data.datasets.reid"):
+            caplog.clear()
+            d = load_prid(root, k, min_frames=5, num_shared=10)
+        assert d.num_splits == 3 and d.split_id == k
+        # the persons of split k are exactly the file's lists
+        assert sorted({_person_of(t) for t in d.train}) == train
+        assert [t.pid for t in d.query] == test and [t.pid for t in d.gallery] == test
+        assert [t.camid for t in d.query] == [0] * len(test) and [t.camid for t in d.gallery] == [1] * len(test)
+        assert [(_person_of(t), t.camid) for t in d.train] == [(p, c) for p in train for c in (0, 1)]
+        assert d.num_train_pids == len(train) and sorted({t.pid for t in d.train}) == list(range(len(train)))
+        # every frame of the person folders, in order (torchreid globs the same *.png files)
+        q0 = d.query[0]
+        folder = os.path.join(base, "cam_a", f"person_{test[0]:04d}")
+        assert list(q0.paths) == [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
+        assert d.notes["split_source"] == "community"
+        assert d.summary()["split_file"] == os.path.join(root, "splits_prid2011.json")
+        msgs = [r.getMessage() for r in caplog.records]
+        assert any("community splits" in m and "splits_prid2011.json" in m for m in msgs), msgs
+    # nothing drawn or written by vidnl
+    assert not os.path.exists(os.path.join(root, "splits_prid2011_vidnl.json"))
+    # from the config: REID.SPLIT_ID k and the number of splits come from the file
+    from vidnl.data.datasets.reid import num_splits
+    cfg = load_config(None, ["MODEL.TASK", "reid", "MODEL.ARCH", "resnet50tp", "REID.DATASET", "prid",
+                             "REID.ROOT", root, "REID.SPLIT_ID", "2", "REID.PRID_MIN_FRAMES", "5",
+                             "TRAIN.BATCH_SIZE", "8"])
+    assert num_splits(cfg) == 3
+    assert [t.pid for t in build_reid_data(cfg).query] == [8, 9]
+    with pytest.raises(DatasetError, match="PRID-2011 has 3 splits"):
+        load_prid(root, 3, min_frames=5, num_shared=10)
+
+
+def test_prid_without_community_file_uses_drawn_splits_and_says_so(tmp_path, caplog):
+    import logging
+
+    root = prid_replica(str(tmp_path / "prid2011"))
+    with caplog.at_level(logging.INFO, logger="vidnl.data.datasets.reid"):
+        d = load_prid(root, 0, min_frames=5, num_shared=10)
+    assert d.notes["split_source"] == "vidnl" and d.num_splits == 10
+    drawn = os.path.join(root, "splits_prid2011_vidnl.json")
+    assert d.notes["split_file"] == drawn and os.path.isfile(drawn)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("no splits_prid2011.json" in m and "vidnl's own splits" in m for m in msgs), msgs
+    # person 3 (too short) is not drawn; the file then takes over, even with the vidnl file there
+    assert 3 not in {_person_of(t) for t in d.train} | {t.pid for t in d.query}
+    with open(os.path.join(root, "splits_prid2011.json"), "w") as f:
+        json.dump(COMMUNITY_SPLITS, f)
+    d = load_prid(root, 0, min_frames=5, num_shared=10)
+    assert d.notes["split_source"] == "community" and [t.pid for t in d.query] == [1, 3, 6]
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{broken", "cannot be read as JSON"),
+    ({"splits": COMMUNITY_SPLITS}, "expected a JSON list of splits"),
+    ([], "got an empty list"),
+    ([["person_0001", "person_0002"], ["person_0004"]], "split 0 must be an object with 'train' and 'test'"),
+    ([{"train": ["person_0001"]}], "split 0 must be an object with 'train' and 'test'"),
+    ([COMMUNITY_SPLITS[0], {"train": [1, 2], "test": [4]}], "split 1 'train' must be a non-empty list of person"),
+    ([{"train": ["person_0001", "person_0099"], "test": ["person_0002"]}], r"split 0 'train' names persons that "
+                                                                          r"are not in this PRID-2011 copy: \['person_0099'\]"),
+    ([{"train": ["person_0001"], "test": ["person_0011"]}], r"'test' names persons .*\['person_0011'\]"),
+    ([{"train": ["person_0001"], "test": ["1"]}], r"'test' names persons .*\['1'\]"),
+    ([{"train": ["person_0001", "person_0002"], "test": ["person_0002", "person_0004"]}],
+     r"split 0 has 1 persons in both 'train' and 'test': \['person_0002'\]"),
+    ([{"train": ["person_0001", "person_0001"], "test": ["person_0002"]}], "lists persons more than once"),
+])
+def test_prid_malformed_community_file_is_a_clear_error(tmp_path, content, match):
+    root = prid_replica(str(tmp_path / "prid2011"))
+    path = os.path.join(root, "splits_prid2011.json")
+    with open(path, "w") as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(DatasetError, match=match) as e:
+        load_prid(root, 0, min_frames=5, num_shared=10)
+    assert str(e.value).startswith(path) and "\n" not in str(e.value)
+
+
+def test_prid_vidnl_split_file_with_nested_lists_is_a_clear_error(tmp_path):
+    root = prid_replica(str(tmp_path / "prid2011"))
+    load_prid(root, 0, min_frames=5, num_shared=10)
+    path = os.path.join(root, "splits_prid2011_vidnl.json")
+    saved = json.load(open(path))
+    saved["splits"][0] = {"train": [["person_0001", "person_0002"]], "test": [["person_0004"]]}
+    json.dump(saved, open(path, "w"))
+    with pytest.raises(DatasetError, match=r"field 'splits'\[0\] must hold 'train' and 'test' lists of person"):
+        load_prid(root, 0, min_frames=5, num_shared=10)
+
+
 def test_empty_root_is_a_clear_error():
     cfg = load_config(None, ["MODEL.TASK", "reid", "MODEL.ARCH", "resnet50tp", "TRAIN.BATCH_SIZE", "8"])
     with pytest.raises(DatasetError, match="REID.ROOT is empty"):

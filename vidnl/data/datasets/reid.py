@@ -15,9 +15,12 @@ datasets that feed the model.
 * PRID-2011 (Hirzer et al. 2011): ``prid_2011/multi_shot/cam_{a,b}/person_NNNN/*.png``. Only
   persons 1..200 are the same people in both cameras; of those, a person is used when it has at
   least ``min_frames`` (21) frames in *each* camera (Wang et al. 2014's rule: 178 persons on the
-  real data). Ten random half/half person splits are drawn once with seed 2011 and saved next to
-  the data (``splits_prid2011_vidnl.json``) so that every run uses the same ones; an existing
-  file is reused. Query = camera a, gallery = camera b.
+  real data). The splits: the community file ``splits_prid2011.json`` in the root (the one
+  torchreid and Video-Person-ReID read and published numbers use: a JSON list of
+  ``{"train": [...], "test": [...]}`` person-folder lists such as ``"person_0001"``) when it is
+  there; otherwise ten random half/half person splits drawn once with seed 2011 and saved next to
+  the data (``splits_prid2011_vidnl.json``) so that every run uses the same ones (an existing
+  file is reused). Which one is used is logged. Query = camera a, gallery = camera b.
 
 Training identities are relabelled 0..P-1 (sorted original ids); query and gallery keep the
 original ids. Cameras are 0-based. Malformed files raise :class:`DatasetError` naming the file
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 # name in messages) and "num_splits" (fn(cfg.REID) -> how many train/test splits it has).
 REID_DATASET_REGISTRY = Registry("re-ID dataset")
 PRID_SPLIT_FILE = "splits_prid2011_vidnl.json"
+PRID_COMMUNITY_SPLIT_FILE = "splits_prid2011.json"
 PRID_SPLIT_SEED = 2011
 PRID_NUM_SPLITS = 10
 PRID_NUM_SHARED = 200
@@ -336,8 +340,90 @@ def prid_persons(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) 
     return persons
 
 
+def read_prid_community_splits(path: str, root: str, num_shared: int = PRID_NUM_SHARED) -> list[dict]:
+    """The splits of the community file ``path`` (``splits_prid2011.json``, torchreid's and
+    Video-Person-ReID's format): a non-empty JSON list of ``{"train": [...], "test": [...]}``
+    person-folder names (``"person_0001"``), disjoint, each a person 1..num_shared with .png frames
+    in both cam_a and cam_b of ``root``. The file defines the persons (REID.PRID_MIN_FRAMES is not
+    applied). Anything else is a DatasetError naming the file and what was expected."""
+    want = ('a JSON list of splits {"train": [...], "test": [...]} of PRID person folders such as '
+            '"person_0001" (the community splits_prid2011.json that torchreid reads)')
+    try:
+        with open(path) as f:
+            splits = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e}); expected {want}") from None
+    if not isinstance(splits, list) or not splits:
+        got = "an empty list" if splits == [] else f"a JSON {type(splits).__name__}"
+        raise DatasetError(f"{path}: expected {want}; got {got}")
+    base = os.path.join(root, "prid_2011", "multi_shot")
+    cams = [os.path.join(base, "cam_a"), os.path.join(base, "cam_b")]
+    for c in cams:
+        _require_dir(c, "one person_NNNN folder per person")
+    usable: dict[str, bool] = {}
+
+    def ok(name: str) -> bool:
+        if name not in usable:
+            m = re.fullmatch(r"person_(\d+)", name)
+            usable[name] = bool(m) and 1 <= int(m.group(1)) <= num_shared and all(
+                os.path.isdir(os.path.join(c, name)) and _prid_frames(os.path.join(c, name)) for c in cams)
+        return usable[name]
+
+    out = []
+    for i, s in enumerate(splits):
+        where = f"{path}: split {i}"
+        if not isinstance(s, dict) or not {"train", "test"} <= set(s):
+            got = f"a JSON {type(s).__name__}" if not isinstance(s, dict) else f"keys {sorted(s)}"
+            raise DatasetError(f"{where} must be an object with 'train' and 'test' person lists, got {got}; "
+                               f"expected {want}")
+        for part in ("train", "test"):
+            ids = s[part]
+            if not isinstance(ids, list) or not ids or not all(isinstance(x, str) for x in ids):
+                raise DatasetError(f"{where} '{part}' must be a non-empty list of person folder names such as "
+                                   f"\"person_0001\", got {json.dumps(ids)[:80]}")
+            dup = sorted({x for x in ids if ids.count(x) > 1})
+            if dup:
+                raise DatasetError(f"{where} '{part}' lists persons more than once: {dup[:5]}")
+            unknown = [x for x in ids if not ok(x)]
+            if unknown:
+                raise DatasetError(f"{where} '{part}' names persons that are not in this PRID-2011 copy: "
+                                   f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''} (each must be person_NNNN, "
+                                   f"1..{num_shared}, with .png frames in both cam_a and cam_b of {base})")
+        both = sorted(set(s["train"]) & set(s["test"]))
+        if both:
+            raise DatasetError(f"{where} has {len(both)} persons in both 'train' and 'test': {both[:5]}; "
+                               f"train and test persons must be disjoint")
+        out.append({"train": sorted(s["train"]), "test": sorted(s["test"])})
+    return out
+
+
+def prid_split_source(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -> tuple[list[dict], dict]:
+    """The PRID splits and where they come from ({"split_source": "community" | "vidnl",
+    "split_file": path}): the community ``root/splits_prid2011.json`` when present
+    (:func:`read_prid_community_splits`), otherwise vidnl's own (:func:`_prid_vidnl_splits`)."""
+    community = os.path.join(root, PRID_COMMUNITY_SPLIT_FILE)
+    if os.path.isfile(community):
+        splits = read_prid_community_splits(community, root, num_shared)
+        persons = {p for s in splits for p in s["train"] + s["test"]}
+        logger.info("PRID-2011: using the community splits %s (%d splits over %d persons, the splits of published "
+                    "results)", community, len(splits), len(persons))
+        return splits, {"split_source": "community", "split_file": community}
+    path = os.path.join(root, PRID_SPLIT_FILE)
+    splits = _prid_vidnl_splits(root, min_frames, num_shared)
+    logger.info("PRID-2011: no %s in %s; using vidnl's own splits (%d, seed %d) from %s: results are not comparable "
+                "to published ones (put the community split file there for those)", PRID_COMMUNITY_SPLIT_FILE, root,
+                len(splits), PRID_SPLIT_SEED, path)
+    return splits, {"split_source": "vidnl", "split_file": path}
+
+
 def prid_splits(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -> list[dict]:
-    """The 10 PRID splits: read from ``root/splits_prid2011_vidnl.json``, or drawn (seed 2011)
+    """The PRID splits: the community ``root/splits_prid2011.json`` when present, otherwise
+    vidnl's own (see :func:`prid_split_source`)."""
+    return prid_split_source(root, min_frames, num_shared)[0]
+
+
+def _prid_vidnl_splits(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -> list[dict]:
+    """vidnl's 10 PRID splits: read from ``root/splits_prid2011_vidnl.json``, or drawn (seed 2011)
     over :func:`prid_persons` and written there."""
     path = os.path.join(root, PRID_SPLIT_FILE)
     persons = prid_persons(root, min_frames, num_shared)
@@ -356,8 +442,13 @@ def prid_splits(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -
             raise DatasetError(f"{path}: field 'splits' must be a non-empty list of {{'train': [...], 'test': [...]}} "
                                f"person lists, got {json.dumps(splits)[:80]}; delete the file to draw the splits again")
         for i, s in enumerate(splits):
-            if not isinstance(s, dict) or not isinstance(s.get("train"), list) or not isinstance(s.get("test"), list):
-                raise DatasetError(f"{path}: field 'splits'[{i}] must hold 'train' and 'test' person lists")
+            if (not isinstance(s, dict) or not all(isinstance(s.get(k), list) for k in ("train", "test"))
+                    or not all(isinstance(x, str) for x in s["train"] + s["test"])):
+                raise DatasetError(f"{path}: field 'splits'[{i}] must hold 'train' and 'test' lists of person folder "
+                                   f"names such as \"person_0001\"; delete the file to draw the splits again")
+            if set(s["train"]) & set(s["test"]):
+                raise DatasetError(f"{path}: field 'splits'[{i}] has persons in both 'train' and 'test': "
+                                   f"{sorted(set(s['train']) & set(s['test']))[:5]}")
             unknown = sorted(set(s["train"] + s["test"]) - set(persons))
             if unknown:
                 raise DatasetError(f"{path}: field 'splits'[{i}] names persons that are not usable in {root} "
@@ -384,9 +475,10 @@ def prid_splits(root: str, min_frames: int, num_shared: int = PRID_NUM_SHARED) -
 
 
 def load_prid(root: str, split_id: int = 0, min_frames: int = 21, num_shared: int = PRID_NUM_SHARED) -> ReIDData:
-    """PRID-2011 split ``split_id`` (see :func:`prid_splits`); query cam_a, gallery cam_b."""
+    """PRID-2011 split ``split_id`` (see :func:`prid_split_source`); query cam_a, gallery cam_b.
+    ``notes`` name the split file used."""
     _require_dir(root, "REID.ROOT of PRID-2011")
-    splits = prid_splits(root, min_frames, num_shared)
+    splits, source = prid_split_source(root, min_frames, num_shared)
     if not 0 <= split_id < len(splits):
         raise DatasetError(f"REID.SPLIT_ID {split_id}: PRID-2011 has {len(splits)} splits (0..{len(splits) - 1})")
     base = os.path.join(root, "prid_2011", "multi_shot")
@@ -399,7 +491,7 @@ def load_prid(root: str, split_id: int = 0, min_frames: int = 21, num_shared: in
     train = tracklets(sorted(s["train"]), ((0, "cam_a"), (1, "cam_b")))
     query = tracklets(sorted(s["test"]), ((0, "cam_a"),))
     gallery = tracklets(sorted(s["test"]), ((1, "cam_b"),))
-    return ReIDData("PRID-2011", _relabel(train), query, gallery, split_id, len(splits))
+    return ReIDData("PRID-2011", _relabel(train), query, gallery, split_id, len(splits), dict(source))
 
 
 # ------------------------------------------------------------------------------------------------
