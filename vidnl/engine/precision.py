@@ -155,8 +155,8 @@ class ExplicitConvPadding(TorchFunctionMode):
         if dims is None or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         call = dict(zip(_CONV_ARGS, args), **kwargs)
-        x, w = call["input"], call["weight"]
-        if x.device.type != "cpu" or not (x.requires_grad or w.requires_grad):
+        x, w, b = call["input"], call["weight"], call.get("bias")
+        if x.device.type != "cpu" or not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
             return func(*args, **kwargs)
         autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
         if not ((autocast_bf16 and x.dtype in (torch.float32, torch.bfloat16)) or x.dtype == torch.bfloat16):
@@ -165,7 +165,6 @@ class ExplicitConvPadding(TorchFunctionMode):
         if pad is None:
             return func(*args, **kwargs)
         if pad[0::2] == pad[1::2]:  # symmetric: padded forward and input gradient, unpadded weight gradient
-            b = call.get("bias")
             return _ConvWithUnpaddedWeightGrad.apply(
                 x, w, b, _tuple(call.get("stride", 1), dims), pad[0::2][::-1], _tuple(call.get("dilation", 1), dims),
                 call.get("groups", 1), pad)
