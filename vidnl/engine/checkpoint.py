@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,13 +43,14 @@ from ..models.weights import (CheckpointError, extract_model_state, load_caffe2_
                               load_model_weights, load_weights, unwrap)
 from ..errors import VidnlUserError
 from .logging import log_json_stats
+from .output_dir import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 # Re-exported for user code (backwards compatibility); vidnl imports them from vidnl.models.weights.
 __all__ = ["CheckpointError", "RunState", "atomic_torch_save", "checkpoint_dir", "epoch_checkpoint_path",
-           "extract_model_state", "find_resume_checkpoint", "claim_checkpoints", "newest_run_checkpoint", "get_rng_state", "list_checkpoints", "load_caffe2_pickle",
-           "load_checkpoint_file", "load_model_weights", "load_weights", "restore_run", "save_checkpoint",
+           "extract_model_state", "find_resume_checkpoint", "claim_checkpoints", "newest_run_checkpoint",
+           "get_rng_state", "list_checkpoints", "load_caffe2_pickle", "load_checkpoint_file", "load_model_weights", "load_weights", "restore_run", "save_checkpoint",
            "set_rng_state", "unwrap"]
 
 _EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)(?:_iter_(\d+))?\.pyth$")
@@ -80,26 +80,17 @@ class CheckpointWriteError(VidnlUserError, OSError):
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then os.replace: a reader
-    sees the old file or the complete new one, never a partial one. The object is serialised in
-    memory first, so a failing write is an OSError with its reason (torch's own writer reports
-    a full disk as "unexpected pos"); it becomes a :class:`CheckpointWriteError`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    """torch.save, written atomically and durably (:func:`write_bytes_atomic`): a reader sees the
+    old file or the complete new one, never a partial one. The object is serialised in memory
+    first, so a failing write is an OSError with its reason (torch's own writer reports a full
+    disk as "unexpected pos"); it becomes a :class:`CheckpointWriteError`."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getbuffer()
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pyth", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data, durable=True)
     except OSError as e:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+        folder = os.path.dirname(os.path.abspath(path))
         try:
             free = f"{shutil.disk_usage(folder).free / 2 ** 20:.0f} MB free there"
         except OSError:
@@ -108,18 +99,6 @@ def atomic_torch_save(obj: Any, path: str) -> None:
             f"could not write {path} ({data.nbytes / 2 ** 20:.1f} MB; {free}): {e.strerror or e}. Free some space "
             f"(or fix the folder) and rerun the same command: it resumes from the last checkpoint written, which is "
             f"intact") from None
-    except BaseException:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename durable too
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def get_rng_state() -> dict:
@@ -215,16 +194,25 @@ def find_resume_checkpoint(output_dir: str) -> tuple[str, dict] | None:
     return None
 
 
-def _run_id_of(path: str) -> tuple[bool, str | None]:
-    """(whether ``path`` is a readable run checkpoint, its run_id) without reading its tensors
-    (memory-mapped load)."""
+def _peek_run(path: str) -> str | None:
+    """The run_id of the run checkpoint ``path`` (None for one written before run ids), read
+    without its tensors (memory-mapped load); CheckpointError naming the file if it is unreadable
+    or not a training run's checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable files are set aside, not fatal
-        return False, None
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in RUN_KEYS):
-        return False, None
-    return True, ckpt.get("run_id")
+    except Exception as e:  # noqa: BLE001 - any failure means "not a readable checkpoint"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict (a checkpoint), got {type(ckpt).__name__}")
+    return check_run_checkpoint(path, ckpt).get("run_id")
+
+
+def _is_run_of(path: str, run_id: str | None) -> bool:
+    try:
+        return _peek_run(path) == run_id
+    except CheckpointError:
+        return False
 
 
 def claim_checkpoints(output_dir: str, run_id: str | None) -> list[str]:
@@ -235,7 +223,7 @@ def claim_checkpoints(output_dir: str, run_id: str | None) -> list[str]:
     best = os.path.join(checkpoint_dir(output_dir), BEST_NAME)
     if os.path.isfile(best):
         names.append(best)
-    others = [p for p in names if _run_id_of(p) != (True, run_id)]
+    others = [p for p in names if not _is_run_of(p, run_id)]
     if not others:
         return []
     dest = os.path.join(checkpoint_dir(output_dir), "set_aside", time.strftime("%Y%m%d-%H%M%S"))
@@ -259,11 +247,9 @@ def newest_run_checkpoint(output_dir: str) -> str | None:
     without TEST.CHECKPOINT_FILE_PATH); other files named like checkpoints are skipped with a
     warning."""
     for path in reversed(list_checkpoints(output_dir)):
-        ok, _ = _run_id_of(path)
-        if ok:
-            return path
         try:
-            read_run_checkpoint(path)
+            _peek_run(path)
+            return path
         except CheckpointError as e:
             logger.warning("skipping %s", e)
     return None

@@ -78,22 +78,41 @@ def _finite(obj):
     return obj
 
 
-def write_text_atomic(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``:
-    a reader sees the old or the complete new file, and a symbolic link at ``path`` is replaced,
-    never written through."""
+def write_bytes_atomic(path: str, data, durable: bool = False) -> str:
+    """Write ``data`` (bytes-like) to ``path`` through a temporary file in the same folder and
+    ``os.replace``: a reader sees the old or the complete new file, no temporary file is left
+    behind whatever fails, and a symbolic link at ``path`` is replaced, never written through.
+    ``durable``: fsync the file and the folder, so the new file survives a crash."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    tmp = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
         raise
+    if durable:
+        try:  # make the rename durable too
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
     return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    """``text`` as UTF-8 via :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str, obj) -> str:

@@ -166,7 +166,6 @@ class Trainer:
             path = save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.model, self.optimizer, self.cfg, self.state.best,
                                    keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler,
                                    run_id=self.state.run_id)
-            self.last_checkpoint = path
             logger.info("saved %s", path)
         barrier()
 

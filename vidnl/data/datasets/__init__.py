@@ -2,9 +2,14 @@
 with ``from_cfg(cfg, split, single_view=False)``. Re-ID datasets (REID.DATASET) are in
 ``reid.REID_DATASET_REGISTRY``."""
 
+import logging
+import os
+
 from ...errors import DatasetError
 from ...registry import Registry
 from .video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_csv
+
+logger = logging.getLogger(__name__)
 
 DATASET_REGISTRY = Registry("dataset")
 DATASET_REGISTRY.register("csv", VideoCSVDataset)
@@ -55,9 +60,6 @@ def check_listed_files(dataset, csv_name: str, max_bad_fraction: float) -> int:
     with more missing than ``max_bad_fraction`` (DATA_LOADER.MAX_BAD_FRACTION) of them a
     DatasetError with the count and the first names; with fewer a warning (they are then counted
     as undecodable like any unreadable video). Returns the number missing; other datasets: 0."""
-    import logging
-    import os
-
     records = getattr(dataset, "records", None)
     if not isinstance(dataset, VideoCSVDataset) or not records:
         return 0
@@ -70,7 +72,7 @@ def check_listed_files(dataset, csv_name: str, max_bad_fraction: float) -> int:
             f"{len(missing)} of {len(records)} videos listed in {csv_name} do not exist (first: {first}), more than "
             f"DATA_LOADER.MAX_BAD_FRACTION={max_bad_fraction}: check DATA.PATH_TO_DATA_DIR / DATA.PATH_PREFIX and "
             f"the paths in the CSV")
-    logging.getLogger(__name__).warning("%d of %d videos listed in %s do not exist (first: %s); they are counted "
+    logger.warning("%d of %d videos listed in %s do not exist (first: %s); they are counted "
                                         "as undecodable", len(missing), len(records), csv_name, first)
     return len(missing)
 
