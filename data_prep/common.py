@@ -9,6 +9,7 @@ refer to the displayed frame. A re-encoded video is written turned, without a di
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -27,11 +28,15 @@ def progress(iterable: Iterable, total: int, desc: str):
 
 def parallel_map(fn: Callable, jobs: list, workers: int, desc: str) -> Iterator:
     """``fn(job)`` for every job, in order, over ``workers`` processes (<= 1: in this process),
-    with a progress bar. ``fn`` must be a module-level function."""
+    with a progress bar. ``fn`` must be a module-level function.
+
+    The workers are started with "spawn", not Linux's default "fork": a process forked after
+    the parent has used FFmpeg (PyAV probing a video, its codec threads) can inherit locked
+    mutexes and crash or hang in its first decode."""
     if workers <= 1 or len(jobs) <= 1:
         yield from progress(map(fn, jobs), len(jobs), desc)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from progress(pool.map(fn, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))),
                             len(jobs), desc)
 
