@@ -54,12 +54,10 @@ def csv_path_for(video_path: str, csv_dir: str, absolute: bool) -> str:
 
 def write_lines(path: str, lines: Iterable[str]) -> int:
     """Write lines (newline added) atomically; returns how many."""
+    from vidnl.engine.output_dir import write_text_atomic
+
     lines = list(lines)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
     return len(lines)
 
 

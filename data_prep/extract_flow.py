@@ -45,6 +45,7 @@ from vidnl.data.decoding import (  # noqa: E402
 )
 from vidnl.data.flow import (DEFAULT_BOUND, DONE_NAME, FLOW_FORMATS, flow_file_names, flow_key,  # noqa: E402
                              flow_methods, make_flow_fn, quantize)
+from vidnl.engine.output_dir import write_json_atomic  # noqa: E402
 from vidnl.errors import DatasetError  # noqa: E402
 
 
@@ -120,10 +121,7 @@ def extract_video(path: str, out_dir: str, fmt: str = "jpg", bound: float = DEFA
         raise RuntimeError("fewer than 2 frames: no flow")
     meta = {"format": fmt, "bound": bound, "num_pairs": pairs, "num_frames": pairs + 1, "height": int(shape[0]),
             "width": int(shape[1]), "method": method, "video": os.path.abspath(path)}
-    tmp = os.path.join(out_dir, DONE_NAME + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f)
-    os.replace(tmp, os.path.join(out_dir, DONE_NAME))
+    write_json_atomic(os.path.join(out_dir, DONE_NAME), meta)
     return meta
 
 

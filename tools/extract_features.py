@@ -16,7 +16,7 @@ input, a config mistake, or when nothing could be embedded.
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import logging
 import os
 import sys
@@ -42,13 +42,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _atomic_write(path: str, write) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 @cli_entry(tool="vidnl")
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -63,6 +56,7 @@ def main(argv=None) -> int:
                           f"config (MODEL.TASK reid, e.g. configs/MARS/R50tp_SNL.yaml)")
     import numpy as np
 
+    from vidnl.engine.output_dir import write_bytes_atomic, write_json_atomic
     from vidnl.engine.setup import seed_everything
     from vidnl.reid_features import extract_features_from_config
 
@@ -77,21 +71,14 @@ def main(argv=None) -> int:
         names = np.array(out["names"], dtype=str)
         frames = np.array(out["num_frames"], dtype=np.int64)
 
-        def save(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, names=names, features=out["features"], num_frames=frames)
-
-        _atomic_write(args.out, save)
+        buffer = io.BytesIO()
+        np.savez(buffer, names=names, features=out["features"], num_frames=frames)
+        write_bytes_atomic(args.out, buffer.getbuffer())
     if args.json:
         doc = {"config": args.cfg_file, "weights": args.weights, "features_file": args.out if n else None,
                "feature_dim": int(out["features"].shape[1]), "names": out["names"],
                "num_frames": out["num_frames"], "features": out["features"].tolist(), "failed": out["failed"]}
-
-        def dump(tmp):
-            with open(tmp, "w") as f:
-                json.dump(doc, f, indent=1)
-
-        _atomic_write(args.json, dump)
+        write_json_atomic(args.json, doc)
     if not n:
         raise UsageError(f"none of the {total} tracklets could be read; nothing written to {args.out}")
     print(f"{n} of {total} tracklets embedded ({out['features'].shape[1]}-d, REID.SEQ_LEN {cfg.REID.SEQ_LEN}) in "
