@@ -243,3 +243,24 @@ def test_report_figures_take_class_names_with_dollars_and_escapes():
 
     png = confusion_png(np.eye(5, dtype=int) * 3, ["a$b$c", "$$", "price$^$", "$_$", "\x1b[31mred"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_outputs_get_the_permissions_of_a_normally_written_file(tmp_path):
+    """A temporary file from mkstemp is 0600; the file that replaces the output must not keep that
+    (a config.yaml or predictions JSON readable only by its writer breaks shared result folders)."""
+    import stat
+
+    from vidnl.engine.output_dir import write_json_atomic, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        write_text_atomic(str(tmp_path / "a.txt"), "x")
+        write_json_atomic(str(tmp_path / "b.json"), {"a": 1})
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE(plain.stat().st_mode)
+    assert want == 0o644
+    for name in ("a.txt", "b.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name

@@ -78,6 +78,18 @@ def _finite(obj):
     return obj
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` gives a new file: 0o666 less the process umask (read
+    from /proc where it can be, since setting the umask to read it races with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: str, data, durable: bool = False) -> str:
     """Write ``data`` (bytes-like) to ``path`` through a temporary file in the same folder and
     ``os.replace``: a reader sees the old or the complete new file, no temporary file is left
@@ -88,6 +100,7 @@ def write_bytes_atomic(path: str, data, durable: bool = False) -> str:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+        os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 -> what open() would give (0666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
