@@ -170,7 +170,9 @@ def test_every_shipped_config_loads_and_builds():
     files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
     assert len(files) >= 6
     for f in files:
-        cfg = load_config(f, ["RESNET.BASE_WIDTH", "4"])  # tiny width: only the structure matters here
+        cfg = load_config(f)
+        if cfg.MODEL.ARCH != "vtn":  # vtn: a torchvision ResNet per frame, width 64 only (built at its size)
+            cfg = load_config(f, ["RESNET.BASE_WIDTH", "4"])  # tiny width: only the structure matters here
         build_model(cfg)
 
 

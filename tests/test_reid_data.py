@@ -435,7 +435,7 @@ def test_frame_indices():
     assert starts == set(range(7))
     for mode in ("random_consecutive", "restricted_random"):
         assert train_frame_indices(2, 4, mode, rng).tolist() == [0, 1, 1, 1]
-    assert test_chunks(10, 4).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]]
+    assert test_chunks(10, 4).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 8, 9]]  # cyclic, as Gao & Nevatia
     assert test_chunks(4, 4).tolist() == [[0, 1, 2, 3]]
     with pytest.raises(ValueError, match="SAMPLE_MODE"):
         train_frame_indices(5, 4, "uniform", rng)
@@ -445,13 +445,13 @@ def test_clip_datasets_read_the_right_frames(mars_root):
     d = load_mars(mars_root)
     tf = FrameTransform(16, 8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     test = ReIDTestClips(d.query, tf, seq_len=4)
-    item = test[2]  # 6 frames -> 2 chunks, the last padded with frame 5
+    item = test[2]  # 6 frames -> 2 chunks, the last [4, 5, 4, 5] (cyclic padding)
     assert item["inputs"].shape == (2, 4, 16, 8, 3) and item["inputs"].dtype == torch.uint8  # n×T×H×W×C
     assert item["pid"] == 12 and item["camid"] == 2
     x = tf.normalizer(item["inputs"])  # the model's n×C×T×H×W, here mean 0 and std 1
     assert x.shape == (2, 3, 4, 16, 8)
     grey = (x[:, 0, :, 0, 0] * 255).numpy()
-    assert np.abs(grey - [[0, 10, 20, 30], [40, 50, 50, 50]]).max() <= 2  # JPEG of a flat image ~ keeps its level
+    assert np.abs(grey - [[0, 10, 20, 30], [40, 50, 40, 50]]).max() <= 2  # JPEG of a flat image ~ keeps its level
     train = ReIDTrainClips(d.train, FrameTransform(32, 16), seq_len=4, mode="random_consecutive", seed=1)
     x = train[(0, 5)]
     assert x["inputs"].shape == (4, 32, 16, 3) and x["label"] == 0

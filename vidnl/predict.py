@@ -1,6 +1,7 @@
 """Predict the classes of your own videos with a trained model: the multi-view test of one video.
 
-Each video is decoded once at the test scale and cut into TEST.NUM_ENSEMBLE_VIEWS ×
+Each video is decoded once at the test scale (at full size with DATA.SPATIAL_ROUNDING
+pyslowfast, which resizes after decoding as PySlowFast does) and cut into TEST.NUM_ENSEMBLE_VIEWS ×
 TEST.NUM_SPATIAL_CROPS views by the test dataset itself (``VideoCSVDataset`` in test mode, the
 same item ``tools/run_net.py`` tests with), the views are scored in forward passes of
 TEST.BATCH_SIZE clips and aggregated as TEST.ENSEMBLE_METHOD says; so a video's scores are the
@@ -31,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import class_names as _class_names
-from .data.datasets.video_csv import ClipConfig, VideoCSVDataset, VideoRecord, read_text_lines
+from .data.datasets.video_csv import ClipConfig, VideoCSVDataset, VideoRecord, clip_keys, read_text_lines
 from .data.decoding import DEFAULT_FRAME_TEMPLATE, count_frame_files
 from .errors import ConfigError, VidnlUserError
 
@@ -65,7 +66,7 @@ def test_clip_config(cfg) -> ClipConfig:
         std=list(d.STD), backend=d.DECODING_BACKEND, decoding_threads=d.DECODING_THREADS,
         num_retries=cfg.DATA_LOADER.NUM_RETRIES, seed=cfg.RNG_SEED, source=d.SOURCE,
         frame_template=d.FRAME_TEMPLATE, modality=d.MODALITY, flow_dir=d.FLOW_DIR, flow_format=d.FLOW_FORMAT,
-        flow_scale=d.FLOW_SCALE,
+        flow_scale=d.FLOW_SCALE, **clip_keys(cfg),
     )
 
 
@@ -347,6 +348,27 @@ def build_predictor(cfg, weights: str, device: torch.device | str | None = None)
     return model.to(torch.device(device) if device is not None else get_device(cfg)).eval()
 
 
+def window_settings(cfg) -> dict:
+    """The keyword arguments of ``vidnl.long_video.predict_timeline`` / ``iter_windows`` that
+    ``cfg`` sets: a window is one test view (DATA.NUM_FRAMES frames DATA.SAMPLING_RATE apart, the
+    centre crop of DATA.TEST_CROP_SIZE, decoded at the test scale) scored in forward passes of
+    TEST.BATCH_SIZE. ConfigError for DATA.TEMPORAL_SAMPLING "pyslowfast" (its clips are measured
+    in seconds, DATA.TARGET_FPS; windows slide over the file's frames)."""
+    check_predictable(cfg)
+    d = cfg.DATA
+    if getattr(d, "TEMPORAL_SAMPLING", "vidnl") != "vidnl":
+        raise ConfigError(f"DATA.TEMPORAL_SAMPLING is {d.TEMPORAL_SAMPLING!r}: sliding windows (--window-stride) "
+                          f"take DATA.NUM_FRAMES frames DATA.SAMPLING_RATE apart in the file's own frames; set "
+                          f"DATA.TEMPORAL_SAMPLING vidnl (and DATA.TARGET_FPS 0) to score windows")
+    rounding = getattr(d, "SPATIAL_ROUNDING", "vidnl")
+    return {"num_frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE, "crop_size": d.TEST_CROP_SIZE,
+            # the test decodes at the test scale, or at full size with PySlowFast's rounding
+            "short_side": None if rounding == "pyslowfast" else d.TEST_CROP_SIZE,
+            "mean": list(d.MEAN), "std": list(d.STD), "batch_size": cfg.TEST.BATCH_SIZE,
+            "backend": d.DECODING_BACKEND, "threads": d.DECODING_THREADS,
+            "short_video_mode": d.SHORT_VIDEO_MODE, "spatial_rounding": rounding}
+
+
 def predict_from_config(cfg, weights: str, videos: Sequence[str], *, classes_file: str | None = None,
                         class_names: Sequence[str] | None = None, topk: int = 5,
                         device: torch.device | str | None = None, on_result=None) -> list[dict]:
@@ -363,7 +385,7 @@ def predict_from_config(cfg, weights: str, videos: Sequence[str], *, classes_fil
                    num_workers=cfg.DATA_LOADER.NUM_WORKERS, on_result=on_result)
 
 
-__all__ = ["predict", "predict_from_config", "build_predictor", "aggregate_views", "expand_inputs",
+__all__ = ["predict", "predict_from_config", "build_predictor", "window_settings", "aggregate_views", "expand_inputs",
            "read_class_names", "resolve_class_names", "test_clip_config", "PredictInputError", "VIDEO_EXTENSIONS"]
 
 

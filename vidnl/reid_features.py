@@ -3,8 +3,8 @@
 A tracklet is a folder of frame images (sorted by file name = temporal order, as the re-ID
 datasets list them) or a video file (every decoded frame). As in the test
 (``vidnl.engine.reid.extract_features``): every frame is resized to REID.HEIGHT × REID.WIDTH
-(``FrameTransform``), the frames are cut into chunks of REID.SEQ_LEN (the last one padded with
-the last frame, ``test_chunks``), normalised with REID.MEAN / REID.STD, each chunk is embedded
+(``FrameTransform``), the frames are cut into chunks of REID.SEQ_LEN (the last one padded by
+repeating its own frames cyclically, ``test_chunks``), normalised with REID.MEAN / REID.STD, each chunk is embedded
 by the model in eval mode (forward passes of TEST.BATCH_SIZE clips, autocast when
 TRAIN.MIXED_PRECISION) and the tracklet's embedding is the mean of its chunks' embeddings.
 
@@ -88,8 +88,8 @@ def _resize_frame(frame: np.ndarray, transform: FrameTransform) -> np.ndarray:
 def tracklet_chunks(path: str, transform: FrameTransform, seq_len: int, backend: str = "auto",
                     threads: int = 1) -> tuple[torch.Tensor, int]:
     """The test clips of one tracklet and its frame count: (n×seq_len×height×width×3 uint8, every
-    frame once in chunks of ``seq_len``, the last padded; frames). A folder is read by the re-ID test dataset itself
-    (``ReIDTestClips``); a video is decoded once (``read_frames``: decord, PyAV as fallback). Raises
+    frame once in chunks of ``seq_len``, the last padded cyclically; frames). A folder is read by
+    the re-ID test dataset itself (``ReIDTestClips``); a video is decoded once (``read_frames``: decord, PyAV as fallback). Raises
     RuntimeError / DatasetError / DecodeError naming the file when it cannot be read."""
     if os.path.isdir(path):
         frames = _frame_files(path)

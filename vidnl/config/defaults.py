@@ -100,7 +100,9 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 # How the views of a video are combined: "sum_softmax" (sum of per-view softmax scores, as in
 # the NL paper) or "mean_logits" (average of raw logits). Both are always reported; this picks
-# the one used for the headline video accuracy and the saved predictions.
+# the one used for the headline video accuracy and the saved predictions. With MODEL.TEST_HEAD
+# fully_conv the model outputs log-probabilities: sum_softmax sums the head's probabilities
+# (PySlowFast's TestMeter), mean_logits averages their logs.
 _C.TEST.ENSEMBLE_METHOD = "sum_softmax"
 # Which split file is tested: "test" (test.csv) or "val" (val.csv).
 _C.TEST.SPLIT = "test"
@@ -152,6 +154,22 @@ _C.DATA.INPUT_CHANNEL_NUM = 3
 _C.DATA.DECODING_BACKEND = "auto"
 # Decoder threads per video (0: decoder's choice).
 _C.DATA.DECODING_THREADS = 1
+# Test protocol, data side (docs/pretrained.md has the table of every piece and the keys).
+# Temporal sampling: "vidnl" (clips of NUM_FRAMES frames SAMPLING_RATE frames apart; test clips
+# spread from the first to the last frame) or "pyslowfast" (PySlowFast's decoder: a clip spans
+# NUM_FRAMES x SAMPLING_RATE / TARGET_FPS seconds, i.e. x fps/TARGET_FPS frames of the file, its
+# frames floor(linspace(...)) as PySlowFast's PyAV backend reads them; test clip i starts at
+# (N - size) * i / NUM_ENSEMBLE_VIEWS, a training clip uniformly in [0, N - size]). "pyslowfast"
+# needs the video's frame rate: video files only, not frame folders.
+_C.DATA.TEMPORAL_SAMPLING = "vidnl"
+# Frame rate the sampling rate refers to with TEMPORAL_SAMPLING "pyslowfast" (PySlowFast's
+# DATA.TARGET_FPS, 30 in its configs); must be 0 with "vidnl".
+_C.DATA.TARGET_FPS = 0.0
+# Resize / crop rounding: "vidnl" (long side rounded to the nearest pixel, antialiased resize,
+# centre crop at floor((L - crop) / 2), test frames decoded at TEST_CROP_SIZE) or "pyslowfast"
+# (its transform.py: long side floored, bilinear without antialiasing from the full-size decode,
+# centre crop at ceil((L - crop) / 2), training crop offsets in [0, L - crop)).
+_C.DATA.SPATIAL_ROUNDING = "vidnl"
 
 # ---------------------------------------------------------------------------------------------
 # Data loader
@@ -186,6 +204,13 @@ _C.MODEL.ARCH = "i3d"
 _C.MODEL.NUM_CLASSES = 400
 # Dropout rate before the classifier.
 _C.MODEL.DROPOUT_RATE = 0.5
+# Classifier head at test time (training always pools globally): "global" (average over T x H x W,
+# then the linear layer) or "fully_conv" (PySlowFast's eval head: an average pool of the training
+# clip's final feature size, e.g. 4x7x7 for 8x224^2, stride 1, the linear layer and a softmax at
+# each position, the probabilities averaged; the model outputs their log, so TEST.ENSEMBLE_METHOD
+# sum_softmax sums the head's probabilities as PySlowFast's TestMeter does). c2d, i3d, resnet2d,
+# resnet3d, p3d, mars; classification only (docs/pretrained.md, "Test head").
+_C.MODEL.TEST_HEAD = "global"
 # Training loss: "cross_entropy".
 _C.MODEL.LOSS_FUNC = "cross_entropy"
 # Label smoothing of the cross-entropy loss (0: none).
@@ -246,8 +271,12 @@ _C.RESNET.ZERO_INIT_FINAL_BN = True
 # (ViT-style encoder with a classification token, vidnl/models/vtn_vit.py)
 # ---------------------------------------------------------------------------------------------
 _C.VTN = CfgNode()
-# Self-attention of the temporal encoder: "mha" (multi-head attention), "snl" or "nl" (a nonlocal
-# block over the frame tokens; vtn_vit only for now, vtn takes "mha").
+# Self-attention of the temporal encoder: "mha" (multi-head attention) or a nonlocal block type
+# over the frames. vtn: any NONLOCAL.TYPE value ("snl": Zhu et al. 2021 (SNL) Appendix C.1, "nl",
+# "ns", "gsnl", "a2", "cgnl", "cc"), configured by NONLOCAL.* (INNER_RATIO, KERNEL, STYLE, ...); it
+# takes the place of each multi-head attention inside the same post-norm decoder:
+# LN(x + Dropout(block(x) - x)), the frames as a B x D x T x 1 x 1 graph (docs/nonlocal.md, "VTN").
+# vtn_vit: "mha", "snl" or "nl".
 _C.VTN.ATTENTION = "mha"
 # Token width (vtn: the decoder width; a 1x1 conv maps the ResNet's features to it when they differ).
 _C.VTN.DIM = 512
@@ -357,7 +386,8 @@ _C.SOLVER = CfgNode()
 _C.SOLVER.OPTIMIZING_METHOD = "sgd"
 # Base learning rate (for TRAIN.BATCH_SIZE clips per step).
 _C.SOLVER.BASE_LR = 0.1
-# Learning-rate policy: "cosine", "steps_with_relative_lrs" or "constant".
+# Learning-rate policy: "cosine", "steps_with_relative_lrs", "constant" or "plateau" (BASE_LR,
+# multiplied by PLATEAU_FACTOR whenever the validation metric stops improving; PLATEAU_* below).
 _C.SOLVER.LR_POLICY = "cosine"
 # Cosine: final learning rate at MAX_EPOCH.
 _C.SOLVER.COSINE_END_LR = 0.0
@@ -377,6 +407,28 @@ _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.WARMUP_EPOCHS = 0.0
 # Learning rate at the start of the warm-up.
 _C.SOLVER.WARMUP_START_LR = 0.01
+# Plateau policy (Kozlov et al.'s VTN recipe, torch's ReduceLROnPlateau rules): the lr is BASE_LR
+# (after the warm-up) until more than PLATEAU_PATIENCE validations in a row fail to improve the
+# validation metric (mode max: top-1 % for classification, rank-1 % for re-ID), then it is
+# multiplied by PLATEAU_FACTOR (never below PLATEAU_MIN_LR), the count restarts and the next
+# PLATEAU_COOLDOWN validations are not counted. It steps once per periodic validation (every
+# TRAIN.EVAL_PERIOD epochs, which must be > 0; patience counts validations, not epochs) and its
+# state is saved in the checkpoints, so a resumed run continues exactly. The defaults are the
+# official VTN code's (ReduceLROnPlateau(mode="max", factor=0.1, patience=10, threshold=0.01,
+# threshold_mode="abs", cooldown=0) stepped after every epoch's validation on the val accuracy as
+# a fraction): its 0.01 is our 1.0, as our metric is in percent.
+_C.SOLVER.PLATEAU_FACTOR = 0.1
+# Plateau: validations without improvement tolerated before the lr drops (reduced on the next).
+_C.SOLVER.PLATEAU_PATIENCE = 10
+# Plateau: an improvement must exceed best + THRESHOLD ("abs", metric units: percentage points)
+# or best * (1 + THRESHOLD) ("rel").
+_C.SOLVER.PLATEAU_THRESHOLD = 1.0
+# Plateau: "abs" or "rel" (see PLATEAU_THRESHOLD).
+_C.SOLVER.PLATEAU_THRESHOLD_MODE = "abs"
+# Plateau: validations after a reduction during which no bad validation is counted.
+_C.SOLVER.PLATEAU_COOLDOWN = 0
+# Plateau: the lr never goes below this.
+_C.SOLVER.PLATEAU_MIN_LR = 0.0
 
 # ---------------------------------------------------------------------------------------------
 # Logging

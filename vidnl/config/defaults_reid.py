@@ -34,7 +34,8 @@ def add_config(_C: CfgNode) -> None:
     # iLIDS-VID / PRID: which train/test split (0-based); -1 runs every split (each trained in
     # OUTPUT_DIR/split_XX) and reports the mean, as the protocol does. MARS has one split: use 0.
     _C.REID.SPLIT_ID = 0
-    # Frames per training clip and per test chunk (T). Gao & Nevatia's ResNet50tp uses 4.
+    # Frames per training clip and per test chunk (T). Gao & Nevatia's ResNet50tp uses 4. The test
+    # embeds every frame in chunks of SEQ_LEN, the last chunk's frames repeated cyclically to fill it.
     _C.REID.SEQ_LEN = 4
     # Training clip from a tracklet: "random_consecutive" (SEQ_LEN consecutive frames at a random
     # start) or "restricted_random" (the tracklet cut into SEQ_LEN equal chunks, one random frame

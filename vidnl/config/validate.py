@@ -39,15 +39,19 @@ ALLOWED_VALUES = {
     "TEST.SPLIT": ("test", "val"),
     "DATA.SHORT_VIDEO_MODE": ("pad", "loop"),
     "DATA.DECODING_BACKEND": ("auto", "decord", "pyav"),  # = vidnl.data.decoding.BACKEND_CHOICES (tested)
+    "DATA.TEMPORAL_SAMPLING": ("vidnl", "pyslowfast"),  # = vidnl.data.sampling.TEMPORAL_SAMPLINGS (tested)
+    "DATA.SPATIAL_ROUNDING": ("vidnl", "pyslowfast"),  # = vidnl.data.transforms.SPATIAL_ROUNDINGS (tested)
     "MODEL.LOSS_FUNC": ("cross_entropy",),
     "BN.NORM_TYPE": ("auto", "batchnorm", "sync_batchnorm"),
     "MODEL.WEIGHTS_FORMAT": ("auto", "vidnl", "torchvision", "pyslowfast", "caffe2", "pytorchvideo", "mmaction2",
                              "snl_official", "cgnl_official", "bearpaw_preresnet", "snl_code_preresnet",
                              "reid_resnet50tp", "p3d_official"),  # = vidnl.models.weight_formats.FORMATS
     "MODEL.INFLATE": ("mean", "center"),
+    "MODEL.TEST_HEAD": ("global", "fully_conv"),  # = vidnl.models.heads.TEST_HEADS (tested)
     "RESNET.INFLATE_CONV": ("1x1", "3x3"),
     "RESNET.SHORTCUT": ("A", "B"),
-    "VTN.ATTENTION": ("mha", "snl", "nl"),
+    # = ("mha",) + vidnl.nonlocal_blocks.list_blocks() (tested); vtn_vit takes mha, snl, nl (its builder)
+    "VTN.ATTENTION": ("mha", "nl", "snl", "gsnl", "ns", "a2", "cgnl", "cc"),
     "NONLOCAL.KERNEL": ("", "embedded_gaussian", "gaussian", "dot", "relu_dot", "concatenation"),
     "NONLOCAL.NORM": ("", "softmax", "mean", "random_walk", "symmetric", "none"),
     "NONLOCAL.MODE": ("spacetime", "space", "time"),
@@ -59,7 +63,8 @@ ALLOWED_VALUES = {
     "NONLOCAL.CGNL_BETA": ("", "exact", "constant"),
     "NONLOCAL.CGNL_NORM": ("", "batch", "group"),
     "SOLVER.OPTIMIZING_METHOD": ("sgd", "adam", "adamw"),
-    "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant"),
+    "SOLVER.LR_POLICY": ("cosine", "steps_with_relative_lrs", "constant", "plateau"),
+    "SOLVER.PLATEAU_THRESHOLD_MODE": ("abs", "rel"),
 }
 
 # Keys that must be > 0 (or >= 0).
@@ -76,6 +81,7 @@ NON_NEGATIVE = (
     "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "TRAIN.CLIP_GRAD_NORM", "NUM_THREADS",
     "DATA.DECODING_THREADS", "MODEL.LABEL_SMOOTHING", "NONLOCAL.INNER_CHANNELS", "NONLOCAL.ORDER",
     "NONLOCAL.NUM_DESCRIPTORS", "TRAIN.CHECKPOINT_PERIOD_ITERS", "RESNET.STEM_TEMPORAL_KERNEL",
+    "SOLVER.PLATEAU_PATIENCE", "SOLVER.PLATEAU_THRESHOLD", "SOLVER.PLATEAU_COOLDOWN", "SOLVER.PLATEAU_MIN_LR",
 )
 
 
@@ -297,6 +303,9 @@ def validate(cfg: CfgNode) -> None:
         raise ConfigError(f"VTN.DIM {cfg.VTN.DIM} must be divisible by VTN.NUM_HEADS {cfg.VTN.NUM_HEADS}.")
     if not 0.0 <= cfg.DATA_LOADER.MAX_BAD_FRACTION <= 1.0:
         raise ConfigError(f"DATA_LOADER.MAX_BAD_FRACTION: must be in [0, 1], got {cfg.DATA_LOADER.MAX_BAD_FRACTION!r}.")
+    if cfg.MODEL.TEST_HEAD == "fully_conv" and cfg.MODEL.TASK != "classification":
+        raise ConfigError(f"MODEL.TEST_HEAD: 'fully_conv' is a classification head; MODEL.TASK {cfg.MODEL.TASK!r} "
+                          f"tests embeddings. Set MODEL.TEST_HEAD global.")
     if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
         raise ConfigError(f"MODEL.DROPOUT_RATE: must be in [0, 1), got {cfg.MODEL.DROPOUT_RATE!r}.")
     if not 0.0 < cfg.NONLOCAL.INNER_RATIO <= 1.0:
@@ -315,6 +324,7 @@ def validate(cfg: CfgNode) -> None:
             ext.validate(cfg)
     _validate_solver(cfg)
     _validate_temporal_layout(cfg)
+    _validate_sampling_protocol(cfg)
 
 
 def _validate_solver(cfg: CfgNode) -> None:
@@ -326,6 +336,36 @@ def _validate_solver(cfg: CfgNode) -> None:
             )
         if not s.STEPS or s.STEPS[0] != 0 or list(s.STEPS) != sorted(s.STEPS):
             raise ConfigError(f"SOLVER.STEPS: must start at 0 and increase, got {list(s.STEPS)}.")
+    if not 0.0 < s.PLATEAU_FACTOR < 1.0:
+        raise ConfigError(f"SOLVER.PLATEAU_FACTOR: must be in (0, 1), got {s.PLATEAU_FACTOR!r}.")
+    if s.LR_POLICY == "plateau" and cfg.TRAIN.ENABLE and cfg.TRAIN.EVAL_PERIOD <= 0:
+        raise ConfigError(
+            f"SOLVER.LR_POLICY plateau lowers the lr when the validation metric stops improving, but "
+            f"TRAIN.EVAL_PERIOD is {cfg.TRAIN.EVAL_PERIOD} (no validation): set TRAIN.EVAL_PERIOD >= 1 (the "
+            f"official VTN recipe validates every epoch) or choose another SOLVER.LR_POLICY.")
+
+
+def _validate_sampling_protocol(cfg: CfgNode) -> None:
+    """DATA.TEMPORAL_SAMPLING / DATA.TARGET_FPS (docs/pretrained.md, the protocol table)."""
+    d = cfg.DATA
+    if d.TEMPORAL_SAMPLING == "pyslowfast":
+        if not d.TARGET_FPS > 0:
+            raise ConfigError(f"DATA.TARGET_FPS: must be > 0 with DATA.TEMPORAL_SAMPLING 'pyslowfast' (a clip spans "
+                              f"NUM_FRAMES x SAMPLING_RATE / TARGET_FPS seconds; PySlowFast uses 30), got {d.TARGET_FPS!r}.")
+        if d.SOURCE == "frames":
+            raise ConfigError("DATA.TEMPORAL_SAMPLING: 'pyslowfast' samples in seconds and needs the videos' frame "
+                              "rate, which DATA.SOURCE 'frames' (folders of frames) does not have; list video files "
+                              "or set DATA.TEMPORAL_SAMPLING vidnl.")
+        if d.MODALITY != "rgb":
+            raise ConfigError(f"DATA.TEMPORAL_SAMPLING: 'pyslowfast' applies to RGB video clips; DATA.MODALITY "
+                              f"{d.MODALITY!r} reads flow folders: set DATA.TEMPORAL_SAMPLING vidnl.")
+        if d.SHORT_VIDEO_MODE != "pad":
+            raise ConfigError(f"DATA.SHORT_VIDEO_MODE: PySlowFast's sampling pads a short video with its last frame; "
+                              f"'{d.SHORT_VIDEO_MODE}' is only for DATA.TEMPORAL_SAMPLING vidnl: set it to pad.")
+    elif d.TARGET_FPS != 0:
+        raise ConfigError(f"DATA.TARGET_FPS: {d.TARGET_FPS!r} is only used with DATA.TEMPORAL_SAMPLING 'pyslowfast' "
+                          f"(DATA.TEMPORAL_SAMPLING is {d.TEMPORAL_SAMPLING!r}, which strides in frames): set it to 0, "
+                          f"or set DATA.TEMPORAL_SAMPLING pyslowfast.")
 
 
 def _validate_temporal_layout(cfg: CfgNode) -> None:

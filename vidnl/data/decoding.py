@@ -281,6 +281,29 @@ def _container_header(path: str) -> tuple[int, int, int, Orientation]:
     return (*header, orientation)
 
 
+def stream_timing(path: str):
+    """The :class:`~vidnl.data.sampling.StreamTiming` of a video file from its header (PyAV):
+    the average frame rate (as PySlowFast reads it, ``float(stream.average_rate)``) and the
+    stream's duration / frame count in its time base. Raises DecodeError when the header cannot
+    be read or states no frame rate."""
+    from .sampling import StreamTiming
+
+    try:
+        import av
+
+        with av.open(path) as container:
+            stream = _video_stream(container)
+            rate = stream.average_rate
+            duration, frames = stream.duration, int(stream.frames or 0)
+    except NoVideoStream as e:
+        raise DecodeError(path, str(e)) from None
+    except Exception as e:  # PyAV raises many types for unreadable files
+        raise DecodeError(path, f"cannot read the header for its frame rate ({type(e).__name__}: {e})") from None
+    if not rate or float(rate) <= 0:
+        raise DecodeError(path, "the container states no frame rate, which DATA.TEMPORAL_SAMPLING 'pyslowfast' needs")
+    return StreamTiming(float(rate), duration / frames if duration and frames > 0 else None)
+
+
 def _pyav_frame_count(path: str, threads: int) -> int:
     import av
 

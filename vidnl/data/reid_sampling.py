@@ -41,12 +41,21 @@ def train_frame_indices(num_frames: int, seq_len: int, mode: str, rng: np.random
 
 
 def test_chunks(num_frames: int, seq_len: int) -> np.ndarray:
-    """Every frame of a tracklet in chunks of ``seq_len``: (ceil(n / seq_len), seq_len) indices,
-    the last chunk padded with the last frame."""
+    """Every frame of a tracklet in chunks of ``seq_len``: (ceil(n / seq_len), seq_len) indices.
+
+    The last chunk holds the r = n - (chunks - 1)·seq_len remaining frames (1 <= r <= seq_len)
+    repeated cyclically: ``s, s+1, ..., s+r-1, s, s+1, ...`` (Gao & Nevatia's "dense" test
+    sampling in Video-Person-ReID's ``video_loader.py``); e.g. 10 frames in chunks of 4 ->
+    [0..3], [4..7], [8, 9, 8, 9]."""
     if num_frames < 1:
         raise ValueError(f"a tracklet needs at least one frame, got {num_frames}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
     n_chunks = -(-num_frames // seq_len)
-    return np.minimum(np.arange(n_chunks * seq_len), num_frames - 1).reshape(n_chunks, seq_len)
+    start = (n_chunks - 1) * seq_len
+    idx = np.arange(n_chunks * seq_len)
+    idx[start:] = start + np.arange(seq_len) % (num_frames - start)
+    return idx.reshape(n_chunks, seq_len)
 
 
 test_chunks.__test__ = False  # not a pytest test despite the name

@@ -5,7 +5,9 @@ Layout: ``OUTPUT_DIR/checkpoints/checkpoint_epoch_00005.pyth`` (state after 5 fi
 every TRAIN.CHECKPOINT_PERIOD_ITERS iterations) and ``checkpoint_best.pyth`` (best validation
 top-1). A checkpoint holds ``model_state``, ``optimizer_state``, ``scaler_state`` (AMP),
 ``epoch`` (finished epochs), ``iteration`` (iterations done in the next epoch), ``rng`` (python,
-numpy, torch[, cuda]), ``best_metric``, ``cfg`` (YAML text), ``vidnl_version`` and ``run_id``.
+numpy, torch[, cuda]), ``best_metric``, ``lr_scheduler_state`` (the plateau policy's state, plain
+numbers; None for the other policies, whose lr is a function of the position), ``cfg`` (YAML
+text), ``vidnl_version`` and ``run_id``.
 
 One run owns the checkpoints folder. Every training run has a ``run_id`` (a new one for a new
 run, the resumed checkpoint's when it resumes; files of vidnl versions before run ids have
@@ -130,9 +132,11 @@ def _to_tuple(x):
 
 
 def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer, cfg, best_metric: float | None,
-                    keep: int = 0, iteration: int = 0, scaler=None, run_id: str | None = None) -> str:
-    """Write the state after ``epoch`` finished epochs and ``iteration`` iterations of the next;
-    keep only the newest ``keep`` checkpoints (0: all)."""
+                    keep: int = 0, iteration: int = 0, scaler=None, run_id: str | None = None,
+                    scheduler_state: dict | None = None) -> str:
+    """Write the state after ``epoch`` finished epochs and ``iteration`` iterations of the next
+    (``scheduler_state``: the lr schedule's state, if it has one); keep only the newest ``keep``
+    checkpoints (0: all)."""
     state = {
         "run_id": run_id,
         "epoch": epoch,
@@ -142,6 +146,7 @@ def save_checkpoint(output_dir: str, epoch: int, model: nn.Module, optimizer, cf
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "rng": get_rng_state(),
         "best_metric": best_metric,
+        "lr_scheduler_state": scheduler_state,
         "cfg": cfg.dump(),
         "vidnl_version": _version(),
     }
@@ -257,17 +262,19 @@ def newest_run_checkpoint(output_dir: str) -> str | None:
 
 @dataclass
 class RunState:
-    """Where a run stands: ``epoch`` finished epochs, ``iteration`` iterations of the next, and
-    the best validation metric so far."""
+    """Where a run stands: ``epoch`` finished epochs, ``iteration`` iterations of the next, the
+    best validation metric so far and the lr schedule's saved state (``scheduler``, or None)."""
 
     epoch: int = 0
     iteration: int = 0
     best: float | None = None
     run_id: str | None = field(default_factory=new_run_id)
+    scheduler: dict | None = None
 
 
 def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> RunState:
-    """Resume a run from its checkpoint: model, optimizer, AMP scaler and RNG states."""
+    """Resume a run from its checkpoint: model, optimizer, AMP scaler and RNG states (the lr
+    schedule's state is returned in ``RunState.scheduler`` for the trainer)."""
     load_model_weights(model, extract_model_state(ckpt, path), source=path)
     if ckpt.get("optimizer_state") is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -275,7 +282,8 @@ def restore_run(path: str, ckpt: dict, model: nn.Module, optimizer, scaler) -> R
         scaler.load_state_dict(ckpt["scaler_state"])
     if ckpt.get("rng") is not None:
         set_rng_state(ckpt["rng"])
-    state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"), ckpt.get("run_id"))
+    state = RunState(int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"), ckpt.get("run_id"),
+                     scheduler=ckpt.get("lr_scheduler_state"))
     logger.info("resumed from %s: %d epochs and %d iterations done", path, state.epoch, state.iteration)
     log_json_stats({"_type": "resume", "epoch": state.epoch, "iteration": state.iteration, "checkpoint": path})
     return state

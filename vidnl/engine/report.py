@@ -466,7 +466,7 @@ def _config_rows(output_dir: str) -> list[list[str]]:
 
     keys = ["MODEL.ARCH", "RESNET.DEPTH", "MODEL.NUM_CLASSES", "NONLOCAL.TYPE", "NONLOCAL.LOCATION",
             "TEST.DATASET", "DATA.PATH_TO_DATA_DIR", "DATA.NUM_FRAMES", "SOLVER.MAX_EPOCH", "SOLVER.BASE_LR",
-            "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "TEST.ENSEMBLE_METHOD"]
+            "TEST.NUM_ENSEMBLE_VIEWS", "TEST.NUM_SPATIAL_CROPS", "TEST.ENSEMBLE_METHOD", "MODEL.TEST_HEAD"]
     return [[_e(k), _e(get(k))] for k in keys if get(k) is not None]
 
 

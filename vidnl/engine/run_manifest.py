@@ -66,6 +66,12 @@ def check_resume_config(path: str, ckpt: dict, cfg) -> None:
     for k, old, new in [c for c in changes if c[0] in RESUME_WARN]:
         logger.warning("resuming %s with %s %r (the checkpoint's run had %r)", path, k, new, old)
     changes = [c for c in changes if c[0] not in RESUME_WARN]
+    if cfg.SOLVER.LR_POLICY == "plateau":
+        saved = (yaml.safe_load(ckpt["cfg"]) or {}).get("TRAIN", {}).get("EVAL_PERIOD")
+        if saved is not None and saved != cfg.TRAIN.EVAL_PERIOD:
+            logger.warning("resuming %s with TRAIN.EVAL_PERIOD %r (the checkpoint's run had %r): the plateau lr "
+                           "schedule counts validations, so from here on it differs from the original run's",
+                           path, cfg.TRAIN.EVAL_PERIOD, saved)
     if changes:
         lines = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in changes[:10])
         raise ConfigError(

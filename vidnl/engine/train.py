@@ -37,7 +37,8 @@ from .distributed import (all_gather_objects, all_reduce_sum, barrier, broadcast
 from .inference import build_inference_model
 from .logging import StepTimer, TensorBoardWriter, log_json_stats, log_run_header, memory_stats, setup_logging
 from .metrics import topk_correct
-from .optim import NonFiniteStep, TrainingDiverged, build_optimizer, lr_at_epoch, optimization_step, set_lr
+from .optim import (NonFiniteStep, PlateauSchedule, TrainingDiverged, build_optimizer, lr_at_epoch,
+                    optimization_step, set_lr)
 from .output_dir import write_json_atomic, write_text_atomic
 from .run_manifest import check_resume_config, write_manifest
 from .precision import amp_dtype_of, autocast_context, needs_grad_scaler
@@ -79,7 +80,8 @@ def _load_initial_state(cfg, model, optimizer, scaler, task: Task) -> RunState:
         logger.info("initial weights from TRAIN.CHECKPOINT_FILE_PATH=%s (no checkpoint of this run to resume)", path)
         if cfg.TRAIN.CHECKPOINT_LOAD_OPTIMIZER and ckpt.get("optimizer_state") is not None:
             optimizer.load_state_dict(ckpt["optimizer_state"])
-            return RunState(int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"))
+            return RunState(int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0)), ckpt.get("best_metric"),
+                            scheduler=ckpt.get("lr_scheduler_state"))
     return RunState()
 
 
@@ -133,6 +135,7 @@ class Trainer:
                         " with a gradient scaler" if needs_grad_scaler(self.amp) else "")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.amp))
         self.state = _load_initial_state(cfg, self.model, self.optimizer, self.scaler, task)
+        self.plateau = self.build_plateau()
         # the run is accepted (a resumed checkpoint's config matched): only now change the folder
         self.state.run_id = broadcast_object(self.state.run_id)
         if self.main:
@@ -156,16 +159,39 @@ class Trainer:
             self.model = torch.compile(self.model, backend=cfg.TRAIN.COMPILE_BACKEND)
         task.build_data(self.rank, self.world)
         self.train_set, self.sampler, self.loader = task.train_set, task.sampler, task.loader
+        if self.plateau is not None and not task.has_validation:
+            raise ConfigError("SOLVER.LR_POLICY plateau needs a validation metric, but this run validates nothing "
+                              f"(TRAIN.EVAL_PERIOD {cfg.TRAIN.EVAL_PERIOD}): set TRAIN.EVAL_PERIOD >= 1 or choose "
+                              "another SOLVER.LR_POLICY.")
         self.failures = FailureLog()
         self.tb = TensorBoardWriter(cfg.OUTPUT_DIR, cfg.TENSORBOARD.ENABLE and self.main)
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def build_plateau(self) -> PlateauSchedule | None:
+        """SOLVER.LR_POLICY plateau's schedule, with the state of the checkpoint the run resumed
+        (or continues with TRAIN.CHECKPOINT_LOAD_OPTIMIZER) if it holds one; None for the other
+        policies (their lr is a function of the position)."""
+        cfg = self.cfg
+        if cfg.SOLVER.LR_POLICY != "plateau":
+            return None
+        plateau = PlateauSchedule.from_cfg(cfg)
+        saved = self.state.scheduler
+        if saved is not None and saved.get("policy") == "plateau":
+            plateau.load_state_dict(saved)
+            logger.info("plateau schedule restored: lr %g, best %g after %d validations, %d bad, cooldown %d",
+                        plateau.lr, plateau.best, plateau.steps, plateau.num_bad, plateau.cooldown_counter)
+        elif self.state.epoch > 0 or self.state.iteration > 0:
+            logger.warning("the checkpoint this run continues holds no plateau schedule state: the plateau "
+                           "schedule starts afresh at SOLVER.BASE_LR %g", cfg.SOLVER.BASE_LR)
+        return plateau
+
     def save(self, epoch: int, iteration: int = 0) -> None:
         """Rank 0 writes; everyone waits so no process runs ahead of a checkpoint."""
         if self.main:
             path = save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.model, self.optimizer, self.cfg, self.state.best,
                                    keep=self.cfg.TRAIN.KEEP_CHECKPOINTS, iteration=iteration, scaler=self.scaler,
-                                   run_id=self.state.run_id)
+                                   run_id=self.state.run_id,
+                                   scheduler_state=self.plateau.state_dict() if self.plateau is not None else None)
             logger.info("saved %s", path)
         barrier()
 
@@ -182,7 +208,7 @@ class Trainer:
         names = ("loss",) + task.loss_parts
         epoch_sums = dict.fromkeys(names + ("hits", "clips"), 0.0)
         period = dict.fromkeys(names + ("hits", "clips"), 0.0)
-        lr = lr_at_epoch(cfg, epoch + start_iter / iters)
+        lr = lr_at_epoch(cfg, epoch + start_iter / iters, self.plateau)
         start = time.time()
         timer = StepTimer()
         steps_left_after_epoch = (cfg.SOLVER.MAX_EPOCH - epoch - 1) * iters
@@ -193,7 +219,7 @@ class Trainer:
             if task.decodes_videos:
                 self.failures.add(batch["failures"], batch.get("notes", ()))
                 self.check_bad_fraction()
-            lr = lr_at_epoch(cfg, epoch + it / iters)
+            lr = lr_at_epoch(cfg, epoch + it / iters, self.plateau)
             set_lr(self.optimizer, lr)
             set_dropout_step(self.model, epoch * iters + it)
             inputs, y = task.inputs(batch, self.device)
@@ -314,8 +340,8 @@ class Trainer:
             self.tb.add_scalars(stats, epoch + 1, "train")
             last_stats = stats
             is_last = epoch + 1 == cfg.SOLVER.MAX_EPOCH
-            if self.task.has_validation and ((epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0 or is_last):
-                last_eval = self.validate(epoch)
+            if self.task.has_validation and ((periodic := (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0) or is_last):
+                last_eval = self.validate(epoch, step_schedule=periodic)
             if (cfg.TRAIN.CHECKPOINT_PERIOD and (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0) or is_last:
                 self.save(epoch + 1)
         self.tb.close()
@@ -325,11 +351,22 @@ class Trainer:
             out["decode_failures"] = self.gather_failures()
         return out
 
-    def validate(self, epoch: int) -> dict:
+    def validate(self, epoch: int, step_schedule: bool = True) -> dict:
         """The task's validation (every process takes part); rank 0 keeps checkpoint_best.pyth.
-        Returns the logged scalars."""
+        With ``step_schedule`` (a periodic validation, not the extra one after the last epoch, so
+        that extending a run's MAX_EPOCH keeps its schedule) the plateau schedule steps on the
+        metric. Returns the logged scalars."""
         cfg, state = self.cfg, self.state
         res, metric, logged, scalars = self.task.validate(self.val_model, self.device, self.amp)
+        if self.plateau is not None and step_schedule:
+            # every process computes the metric of the whole split; rank 0's value makes the
+            # schedules of all processes identical by construction
+            value = float(broadcast_object(float(metric)))
+            old_lr = self.plateau.lr
+            if self.plateau.step(value):
+                logger.info("plateau: %d validation(s) in a row without improving on the best %.4g by more than "
+                            "SOLVER.PLATEAU_THRESHOLD (this one %.4g): lr %g -> %g", cfg.SOLVER.PLATEAU_PATIENCE + 1,
+                            self.plateau.best, value, old_lr, self.plateau.lr)
         log_json_stats({"_type": "val_epoch", "epoch": epoch + 1, **logged})
         self.tb.add_scalars(scalars, epoch + 1, "val")
         if state.best is None or metric > state.best:

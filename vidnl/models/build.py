@@ -26,6 +26,7 @@ from ..config.defaults import get_cfg
 from ..errors import ConfigError
 from ..nonlocal_blocks import BLOCK_REGISTRY, build_nonlocal_block, inner_channels, insert_nonlocal
 from ..registry import Registry
+from .heads import ClassificationHead
 from .memory_format import use_channels_last
 from .p3d import P3D_BLOCKS
 from .resnet import STAGE_BLOCKS, VideoResNet
@@ -100,12 +101,13 @@ def check_inflate(cfg: CfgNode, blocks: Sequence[int]) -> None:
 def check_model_config(cfg: CfgNode) -> None:
     """What the config says about the model fits the registered models (ConfigError naming the
     key otherwise): NONLOCAL.TYPE (a registered block), MODEL.ARCH, RESNET.DEPTH, NONLOCAL.LOCATION,
-    RESNET.INFLATE. Builds nothing;
+    RESNET.INFLATE, MODEL.TEST_HEAD. Builds nothing;
     the nonlocal block options are checked when the blocks are built (``nonlocal_factory``)."""
     BLOCK_REGISTRY.check(cfg.NONLOCAL.TYPE, "NONLOCAL.TYPE")
     names, blocks = model_stages(cfg)
     check_nonlocal_location(cfg.NONLOCAL.LOCATION, names, blocks, f"{cfg.MODEL.ARCH} (depth {cfg.RESNET.DEPTH})")
     check_inflate(cfg, blocks)
+    check_test_head(cfg)
 
 
 def _resnet_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -298,9 +300,12 @@ def _mars(cfg: CfgNode) -> nn.Module:
 @register_model("vtn_vit", _resnet_stages)
 def _vtn_vit(cfg: CfgNode) -> nn.Module:
     """vidnl's ViT-style video transformer (C2D-ResNet features, classification token)."""
-    from .vtn_vit import VTNViT
+    from .vtn_vit import ATTENTIONS as VTN_VIT_ATTENTIONS, VTNViT
 
     v = cfg.VTN
+    if v.ATTENTION not in VTN_VIT_ATTENTIONS:
+        raise ConfigError(f"VTN.ATTENTION: {v.ATTENTION!r} is not available for MODEL.ARCH vtn_vit; it takes "
+                          f"{list(VTN_VIT_ATTENTIONS)} (MODEL.ARCH vtn takes every nonlocal block type).")
     model = VTNViT(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, base_width=cfg.RESNET.BASE_WIDTH,
                    in_channels=cfg.DATA.INPUT_CHANNEL_NUM, dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS,
                    attention=v.ATTENTION, max_frames=v.MAX_FRAMES, dropout=cfg.MODEL.DROPOUT_RATE)
@@ -322,18 +327,27 @@ def _vtn_stages(cfg: CfgNode) -> tuple[tuple[str, ...], tuple[int, ...]]:
 def _vtn(cfg: CfgNode) -> nn.Module:
     """Kozlov et al. 2019's Video Transformer Network as its official code builds it (vidnl.models.vtn):
     the position table has DATA.NUM_FRAMES rows (the official clip length); the decoder's dropout
-    is the official 0.1 (MODEL.DROPOUT_RATE is not used)."""
+    is the official 0.1 (MODEL.DROPOUT_RATE is not used). VTN.ATTENTION other than "mha" replaces
+    every self-attention by that nonlocal block type over the frames, configured by NONLOCAL.*
+    (inner width, kernel, style, ...; NONLOCAL.TYPE and LOCATION are not used)."""
     from .vtn import VTN
 
     v = cfg.VTN
-    if v.ATTENTION != "mha":
-        raise ConfigError(f"VTN.ATTENTION: {v.ATTENTION!r} is not available for MODEL.ARCH vtn yet (only 'mha', the "
-                          f"official multi-head self-attention); MODEL.ARCH vtn_vit takes 'snl' and 'nl'.")
     if cfg.RESNET.BASE_WIDTH != 64:
         raise ConfigError(f"RESNET.BASE_WIDTH: {cfg.RESNET.BASE_WIDTH} is not available for MODEL.ARCH vtn (a "
                           f"torchvision ResNet per frame, width 64).")
-    return VTN(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
-               dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS, max_frames=cfg.DATA.NUM_FRAMES)
+    options = None
+    if v.ATTENTION != "mha":
+        BLOCK_REGISTRY.check(v.ATTENTION, "VTN.ATTENTION")
+        options = dict(nonlocal_options(cfg), dim_inner=nonlocal_inner_channels(cfg, v.DIM))
+    try:
+        return VTN(num_classes=cfg.MODEL.NUM_CLASSES, depth=cfg.RESNET.DEPTH, in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
+                   dim=v.DIM, layers=v.NUM_LAYERS, heads=v.NUM_HEADS, max_frames=cfg.DATA.NUM_FRAMES,
+                   attention=v.ATTENTION, nonlocal_options=options)
+    except ValueError as e:
+        if options is None:
+            raise
+        raise ConfigError(str(nonlocal_option_error(v.ATTENTION, e)).replace("NONLOCAL.TYPE", "VTN.ATTENTION", 1)) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,14 +437,85 @@ def check_input_frames(cfg: CfgNode, model: nn.Module) -> None:
                       f"or more.")
 
 
+# ------------------------------------------------------------------------------------------------
+# MODEL.TEST_HEAD: PySlowFast's fully convolutional test head (vidnl.models.heads.ClassificationHead)
+# ------------------------------------------------------------------------------------------------
+# Architectures whose classifier is a ClassificationHead on a feature map (MARS: its RGB stream).
+FULLY_CONV_TEST_HEAD_ARCHS = ("c2d", "i3d", "resnet2d", "resnet3d", "p3d", "mars")
+
+
+def check_test_head(cfg: CfgNode) -> None:
+    """ConfigError unless MODEL.TEST_HEAD fits MODEL.ARCH (builds nothing)."""
+    if cfg.MODEL.TEST_HEAD == "fully_conv" and cfg.MODEL.ARCH not in FULLY_CONV_TEST_HEAD_ARCHS:
+        raise ConfigError(
+            f"MODEL.TEST_HEAD 'fully_conv' is not available for MODEL.ARCH {cfg.MODEL.ARCH!r} (its classifier is "
+            f"not an average pool + linear on a feature map); it is for {', '.join(FULLY_CONV_TEST_HEAD_ARCHS)}. "
+            f"Set MODEL.TEST_HEAD global.")
+
+
+def classification_backbone(model: nn.Module) -> nn.Module | None:
+    """The module with ``forward_features`` and a ``head`` that is a ClassificationHead (the model
+    itself, or MARS's RGB stream); None if there is none."""
+    for m in (model, getattr(model, "rgb", None)):
+        if isinstance(getattr(m, "head", None), ClassificationHead) and hasattr(m, "forward_features"):
+            return m
+    return None
+
+
+def training_feature_size(cfg: CfgNode, backbone: nn.Module) -> tuple[int, int, int]:
+    """T'×H'×W' of ``backbone.forward_features`` on a training clip (DATA.NUM_FRAMES frames, or one
+    for image models, of DATA.TRAIN_CROP_SIZE²), found by running it on the meta device (on a
+    CPU copy where the meta device cannot run an operation): the network's own strides, pools
+    and paddings decide it (for the 8×8 I3D-R50 at 224: 4×7×7, what
+    PySlowFast writes as [NUM_FRAMES // 2, TRAIN_CROP_SIZE // 32, TRAIN_CROP_SIZE // 32])."""
+    from ..config.defaults_data import IMAGE_DATASETS
+
+    image = cfg.TRAIN.DATASET in IMAGE_DATASETS or cfg.MODEL.ARCH in IMAGE_ARCHS
+    frames, size = (1 if image else cfg.DATA.NUM_FRAMES), cfg.DATA.TRAIN_CROP_SIZE
+    channels = next(m.in_channels for m in backbone.modules() if isinstance(m, (nn.Conv3d, nn.Conv2d)))
+    shape = (1, channels, frames, size, size)
+    try:
+        with torch.no_grad():
+            try:
+                out = _meta_copy(backbone).forward_features(torch.empty(shape, device="meta"))
+            except (NotImplementedError, RuntimeError) as e:
+                if not isinstance(e, NotImplementedError) and "meta" not in str(e).lower():
+                    raise
+                # an operation the meta device cannot run: a real forward pass of a CPU copy
+                out = copy.deepcopy(backbone).cpu().eval().forward_features(torch.zeros(shape))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"MODEL.TEST_HEAD fully_conv: the backbone cannot run on a training clip of {frames} "
+                          f"frame(s) of DATA.TRAIN_CROP_SIZE {size}² to size its pool kernel: {e}") from None
+    if out.dim() == 4:  # B×F×H×W image features
+        return (1, *map(int, out.shape[2:]))
+    return tuple(int(s) for s in out.shape[2:])
+
+
+def apply_test_head(cfg: CfgNode, model: nn.Module) -> None:
+    """MODEL.TEST_HEAD fully_conv: give the model's ClassificationHead the pool kernel of the
+    training clip's feature size (``training_feature_size``), so that in eval mode it is
+    PySlowFast's fully convolutional head; "global": nothing changes. The weights (head.fc.*)
+    are the same either way."""
+    if cfg.MODEL.TEST_HEAD != "fully_conv":
+        return
+    check_test_head(cfg)
+    backbone = classification_backbone(model)
+    if backbone is None:
+        raise ConfigError(f"MODEL.TEST_HEAD 'fully_conv' is not available for MODEL.ARCH {cfg.MODEL.ARCH!r}: the "
+                          f"model has no average-pool + linear classification head. Set MODEL.TEST_HEAD global.")
+    backbone.head.set_test_pool_kernel(training_feature_size(cfg, backbone))
+
+
 def build_model(cfg: CfgNode) -> nn.Module:
-    """The model named by cfg.MODEL.ARCH, with nonlocal blocks at cfg.NONLOCAL.LOCATION.
+    """The model named by cfg.MODEL.ARCH, with nonlocal blocks at cfg.NONLOCAL.LOCATION and the
+    test head of MODEL.TEST_HEAD (``apply_test_head``).
     A config that does not fit the models raises ConfigError naming the key (check_model_config,
     nonlocal_factory) before anything is built, or once it is built for an input it cannot take
     (``check_input_frames``)."""
     check_model_config(cfg)
     model = MODEL_REGISTRY[cfg.MODEL.ARCH](cfg)
     check_input_frames(cfg, model)
+    apply_test_head(cfg, model)
     if cfg.TRAIN.CHANNELS_LAST:
         try:
             use_channels_last(model)

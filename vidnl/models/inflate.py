@@ -42,7 +42,7 @@ def convert_state_dict(state: dict, model: nn.Module, fmt: str = "auto", inflate
             fmt = "vidnl"
     own = model.state_dict()
     prefix = getattr(model, "weights_prefix", "")
-    renamed, unmapped = rename_state(state, fmt)
+    renamed, unmapped = rename_state(state, fmt, getattr(model, "key_maps", {}).get(fmt))  # a model's own map first
     out = {}
     inflated = 0
     for k, v in renamed.items():

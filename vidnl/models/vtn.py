@@ -24,6 +24,12 @@ Parameter names are the official ones (``resnet.N`` = the ResNet's children, ``r
 ``module.`` prefix) loads strictly with no key map. Input B×C×T×H×W (vidnl's layout; the official
 code takes B×T×C×H×W); logits B×num_classes. T may not exceed the position table's rows
 (``max_frames``; the official code builds it with the clip length, 16).
+
+``attention`` other than "mha" is a nonlocal block type of ``vidnl.nonlocal_blocks`` ("snl" for
+Zhu et al. 2021 (SNL) Appendix C.1, "nl", "ns", ...): it replaces each multi-head self-attention
+by that block over the frame sequence (:class:`NonlocalAttention`), everything else unchanged.
+The parameters of such a sublayer are ``slf_attn.nonlocal_block.*`` (and ``slf_attn.layer_norm``);
+it has no ``w_qs``/``w_ks``/``w_vs``.
 """
 
 from __future__ import annotations
@@ -35,8 +41,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from ..nonlocal_blocks import build_nonlocal_block, list_blocks
+from .weight_formats import DROP
+
 DEPTHS = (18, 34, 50, 101, 152)  # torchvision ResNets; the paper's encoder is ResNet-34
 POOL = 7  # the official avg_pool2d kernel (224² input / 32)
+ATTENTIONS = ("mha",) + tuple(list_blocks())  # "mha": the official attention; else a nonlocal block type
 
 
 class LayerNormalization(nn.Module):
@@ -101,14 +111,61 @@ class PositionwiseFeedForward(nn.Module):
         return self.layer_norm(self.dropout(out) + x)
 
 
-class DecoderBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.1):
+class NonlocalAttention(nn.Module):
+    """The attention sublayer with a nonlocal block in place of the multi-head attention (Zhu et
+    al. 2021 (SNL), Appendix C.1): LN(x + Dropout(NL(x) − x)).
+
+    The frames are the block's graph: x (B×T×D) enters as B×D×T×1×1, so θ/φ/g are 1×1×1
+    convolutions applied per frame and the affinity is T×T, as the attention weights were.
+    NL(x) − x is the block's own normalised filter output (for SNL: BN(Z W1 + A Z W2)); the
+    block's residual is taken out because the decoder's residual and LayerNorm stay as they are
+    (one residual, not two). The merged-heads dropout of the official sublayer stays on that
+    output; there are no attention weights to drop out. With the block's output BN scale at zero
+    (``zero_init_final_bn``) a new sublayer is LN(x)."""
+
+    def __init__(self, block_type: str, dim: int, dropout: float = 0.1, **block_options):
         super().__init__()
-        self.slf_attn = MultiHeadAttention(dim, heads, dropout)
+        mode = block_options.get("mode") or "spacetime"
+        if mode == "space":
+            raise ValueError(f"mode={mode!r} makes one graph per frame (one node each); a nonlocal block over the "
+                             f"VTN's frame sequence needs mode 'spacetime' or 'time' (the same graph here)")
+        pool = block_options.get("pool_size")
+        if pool and any(k != 1 for k in tuple(pool)[1:]):
+            raise ValueError(f"pool_size={list(pool)} pools in space, but a VTN frame is one node (1×1): only the "
+                             f"time entry may be > 1, e.g. [2, 1, 1]")
+        self.nonlocal_block = build_nonlocal_block(block_type, dim, **block_options)
+        self.layer_norm = LayerNormalization(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B×T×D
+        nodes = x.transpose(1, 2)[..., None, None]  # B×D×T×1×1
+        branch = (self.nonlocal_block(nodes) - nodes)[..., 0, 0].transpose(1, 2)  # B×T×D
+        return self.layer_norm(self.dropout(branch) + x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.1, attention: str = "mha",
+                 nonlocal_options: dict | None = None):
+        super().__init__()
+        if attention == "mha":
+            self.slf_attn = MultiHeadAttention(dim, heads, dropout)
+        else:
+            self.slf_attn = NonlocalAttention(attention, dim, dropout, **(nonlocal_options or {}))
         self.pos_ffn = PositionwiseFeedForward(dim, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pos_ffn(self.slf_attn(x))
+
+
+def torchvision_encoder_key(k: str) -> str | None:
+    """A torchvision ResNet's key -> the VTN's (its children as ``resnet.N``: conv1 0, bn1 1,
+    layer1-4 4-7); the ImageNet classifier ``fc.*`` is dropped (not part of the encoder)."""
+    head, _, rest = k.partition(".")
+    if head in ("conv1", "bn1"):
+        return f"resnet.{0 if head == 'conv1' else 1}.{rest}"
+    if head in ("layer1", "layer2", "layer3", "layer4"):
+        return f"resnet.{int(head[5]) + 3}.{rest}"
+    return DROP if head == "fc" else None
 
 
 def position_table(rows: int, dim: int) -> torch.Tensor:
@@ -133,10 +190,12 @@ class PositionEncoding(nn.Module):
 
 
 class SelfAttentionDecoder(nn.Module):
-    def __init__(self, dim: int, heads: int, layers: int, rows: int, hidden_factor: int = 2, dropout: float = 0.1):
+    def __init__(self, dim: int, heads: int, layers: int, rows: int, hidden_factor: int = 2, dropout: float = 0.1,
+                 attention: str = "mha", nonlocal_options: dict | None = None):
         super().__init__()
         self.position_encoding = PositionEncoding(rows, dim)
-        self.layers = nn.ModuleList(DecoderBlock(dim, heads, dim * hidden_factor, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(DecoderBlock(dim, heads, dim * hidden_factor, dropout, attention, nonlocal_options)
+                                    for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.position_encoding(x)
@@ -148,20 +207,29 @@ class SelfAttentionDecoder(nn.Module):
 class VTN(nn.Module):
     """Args: ``depth`` of the per-frame torchvision ResNet (34 in the paper), ``dim`` (512),
     ``layers`` (4) and ``heads`` (8) of the decoder, ``max_frames``: rows of the position table
-    (the official clip length, 16), ``dropout`` inside the decoder (0.1)."""
+    (the official clip length, 16), ``dropout`` inside the decoder (0.1), ``attention``: "mha"
+    (the official multi-head self-attention) or a nonlocal block type (``ATTENTIONS``) built with
+    ``nonlocal_options`` (``build_nonlocal_block`` keyword arguments, e.g. ``dim_inner``)."""
+
+    # torchvision ImageNet ResNets (MODEL.WEIGHTS_FORMAT torchvision) load into the per-frame encoder
+    key_maps = {"torchvision": torchvision_encoder_key}
 
     def __init__(self, *, num_classes: int = 400, depth: int = 34, in_channels: int = 3, dim: int = 512,
-                 layers: int = 4, heads: int = 8, max_frames: int = 16, dropout: float = 0.1):
+                 layers: int = 4, heads: int = 8, max_frames: int = 16, dropout: float = 0.1, attention: str = "mha",
+                 nonlocal_options: dict | None = None):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"VTN's per-frame ResNet depth must be one of {DEPTHS}, got {depth}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"VTN attention must be one of {ATTENTIONS}, got {attention!r}")
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.resnet = nn.Sequential(*list(net.children())[:-2])  # conv1 bn1 relu maxpool layer1-4 as 0…7
         width = net.fc.in_features
         self.reduce_conv = nn.Conv2d(width, dim, 1) if width != dim else nn.Identity()
-        self.self_attention_decoder = SelfAttentionDecoder(dim, heads, layers, max_frames, dropout=dropout)
+        self.self_attention_decoder = SelfAttentionDecoder(dim, heads, layers, max_frames, dropout=dropout,
+                                                           attention=attention, nonlocal_options=nonlocal_options)
         self.fc = nn.Linear(dim, num_classes)
         nn.init.normal_(self.fc.weight, 0.0, 0.02)
         nn.init.zeros_(self.fc.bias)

@@ -295,15 +295,17 @@ KEY_MAPS: dict[str, Callable[[dict], Callable[[str], str | None]]] = {
 }
 
 
-def rename_state(state: dict, fmt: str) -> tuple[dict, list[str]]:
+def rename_state(state: dict, fmt: str, key: Callable[[str], str | None] | None = None) -> tuple[dict, list[str]]:
     """``state`` with vidnl key names, and the keys of ``state`` that the layout does not map
     (kept under their own names, so loading reports them as unexpected). Caffe2 training blobs
-    (momenta, lr, iteration) and tensors a layout saves but never uses (``DROP``) are dropped."""
+    (momenta, lr, iteration) and tensors a layout saves but never uses (``DROP``) are dropped.
+    ``key``: a model's own map for this layout (its ``key_maps[fmt]``, e.g. the VTN's for
+    torchvision ResNets) instead of ``KEY_MAPS[fmt]``."""
     if fmt not in FORMATS or fmt == "auto":
         raise ValueError(f"MODEL.WEIGHTS_FORMAT must be one of {FORMATS[1:]} here, got {fmt!r}")
     if fmt == "vidnl":
         return dict(state), []
-    key = KEY_MAPS[fmt](state)
+    key = key or KEY_MAPS[fmt](state)
     out, unmapped = {}, []
     for k, v in state.items():
         if fmt == "caffe2" and CAFFE2_SKIP.fullmatch(k):

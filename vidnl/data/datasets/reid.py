@@ -11,6 +11,9 @@ datasets that feed the model.
   ``train-test people splits/train_test_splits_ilidsvid.mat`` (``ls_set``: 10 × 300 person
   numbers, 1-based positions in the sorted person folders). As in Wang et al.'s protocol (and
   Gao & Nevatia's code), the first half of a row are the test persons, the second half train.
+  When ``splits.json`` (the list of ``{"train", "test"}`` person-folder lists that torchreid and
+  Video-Person-ReID write from the .mat on first use and read afterwards) is in the root, it is
+  used instead, as they do (logged; a warning when it differs from the .mat).
   Query = camera 1, gallery = camera 2.
 * PRID-2011 (Hirzer et al. 2011): ``prid_2011/multi_shot/cam_{a,b}/person_NNNN/*.png``. Only
   persons 1..200 are the same people in both cameras; of those, a person is used when it has at
@@ -266,13 +269,12 @@ def _person_dirs(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
-def ilidsvid_num_splits(root: str) -> int:
-    f = os.path.join(root, "train-test people splits", "train_test_splits_ilidsvid.mat")
-    return int(_as_int_matrix(read_mat_array(f, "ls_set"), f, "ls_set").shape[0])
+ILIDS_SPLIT_FILE = "splits.json"
+ILIDS_MAT = os.path.join("train-test people splits", "train_test_splits_ilidsvid.mat")
 
 
-def load_ilidsvid(root: str, split_id: int = 0) -> ReIDData:
-    """iLIDS-VID split ``split_id`` of ``ls_set``: first half test persons, second half train."""
+def _ilidsvid_persons(root: str) -> tuple[str, list[str]]:
+    """(the sequences folder, the sorted person folders, the same in cam1 and cam2)."""
     _require_dir(root, "REID.ROOT of iLIDS-VID")
     seq = os.path.join(root, "i-LIDS-VID", "sequences")
     cam1, cam2 = _person_dirs(os.path.join(seq, "cam1")), _person_dirs(os.path.join(seq, "cam2"))
@@ -280,30 +282,123 @@ def load_ilidsvid(root: str, split_id: int = 0) -> ReIDData:
         only1, only2 = sorted(set(cam1) - set(cam2)), sorted(set(cam2) - set(cam1))
         raise DatasetError(f"{seq}: cam1 and cam2 must hold the same person folders; only in cam1: "
                            f"{only1[:5]}, only in cam2: {only2[:5]}")
-    f = os.path.join(root, "train-test people splits", "train_test_splits_ilidsvid.mat")
+    return seq, cam1
+
+
+def ilidsvid_mat_splits(root: str, persons: Sequence[str] | None = None) -> list[dict]:
+    """The splits of ``ls_set`` in the official .mat: row k's first half (its n // 2 first
+    entries) are the test persons, the rest the training persons; an entry is the 1-based
+    position of a person in the *sorted* person folders (torchreid's rule). -> [{"train", "test"}]
+    sorted person folder names."""
+    if persons is None:
+        persons = _ilidsvid_persons(root)[1]
+    f = os.path.join(root, ILIDS_MAT)
     ls = _as_int_matrix(read_mat_array(f, "ls_set"), f, "ls_set")
-    n = len(cam1)
+    n = len(persons)
     if ls.shape[1] != n:
-        raise DatasetError(f"{f}: 'ls_set' has {ls.shape[1]} columns, but {seq}/cam1 has {n} person folders "
-                           f"(one column per person)")
+        raise DatasetError(f"{f}: 'ls_set' has {ls.shape[1]} columns, but i-LIDS-VID/sequences/cam1 has {n} person "
+                           f"folders (one column per person)")
     for r, row in enumerate(ls):
         if sorted(row.tolist()) != list(range(1, n + 1)):
             raise DatasetError(f"{f}: 'ls_set' row {r + 1} must be a permutation of 1..{n} (person numbers)")
-    if not 0 <= split_id < ls.shape[0]:
-        raise DatasetError(f"REID.SPLIT_ID {split_id}: {f} 'ls_set' has {ls.shape[0]} splits (0..{ls.shape[0] - 1})")
-    row = ls[split_id]
     half = n // 2
-    test_persons = sorted(cam1[i - 1] for i in row[:half])
-    train_persons = sorted(cam1[i - 1] for i in row[half:])
+    return [{"train": sorted(persons[i - 1] for i in row[half:]), "test": sorted(persons[i - 1] for i in row[:half])}
+            for row in ls]
+
+
+def read_ilidsvid_split_file(path: str, persons: Sequence[str]) -> list[dict]:
+    """The splits of torchreid's / Video-Person-ReID's ``splits.json`` (a JSON list of
+    ``{"train": [...], "test": [...]}`` person folder names such as ``"person001"``), checked:
+    names of existing person folders, no person twice or in both lists. -> sorted lists."""
+    want = 'a JSON list of splits {"train": [...], "test": [...]} of iLIDS-VID person folders such as "person001"'
+    try:
+        with open(path) as f:
+            splits = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot be read as JSON ({type(e).__name__}: {e}); expected {want} "
+                           f"(or delete it to use the splits of the .mat)") from None
+    if not isinstance(splits, list) or not splits:
+        raise DatasetError(f"{path}: expected {want}, got {json.dumps(splits)[:60]}")
+    known = set(persons)
+    out = []
+    for i, s in enumerate(splits):
+        where = f"{path}: split {i}"
+        if not isinstance(s, dict) or not {"train", "test"} <= set(s):
+            raise DatasetError(f"{where} must be an object with 'train' and 'test' person lists; expected {want}")
+        for part in ("train", "test"):
+            ids = s[part]
+            if not isinstance(ids, list) or not ids or not all(isinstance(x, str) for x in ids):
+                raise DatasetError(f"{where} '{part}' must be a non-empty list of person folder names, got "
+                                   f"{json.dumps(ids)[:80]}")
+            if len(set(ids)) != len(ids):
+                raise DatasetError(f"{where} '{part}' lists persons more than once: "
+                                   f"{sorted({x for x in ids if ids.count(x) > 1})[:5]}")
+            unknown = [x for x in ids if x not in known]
+            if unknown:
+                raise DatasetError(f"{where} '{part}' names persons without folders in cam1 and cam2: {unknown[:5]}")
+        both = sorted(set(s["train"]) & set(s["test"]))
+        if both:
+            raise DatasetError(f"{where} has persons in both 'train' and 'test': {both[:5]}")
+        out.append({"train": sorted(s["train"]), "test": sorted(s["test"])})
+    return out
+
+
+def ilidsvid_split_source(root: str) -> tuple[list[dict], dict]:
+    """The iLIDS-VID splits and where they come from, as torchreid and Video-Person-ReID take
+    them: ``root/splits.json`` (the file they write from the .mat on first use) when present,
+    otherwise the official ``ls_set`` (:func:`ilidsvid_mat_splits`). A ``splits.json`` that
+    differs from the .mat is used but warned about (Video-Person-ReID maps ``ls_set`` through
+    the unsorted ``os.listdir`` order, so its file depends on the machine that wrote it).
+    -> (splits, {"split_source": "splits.json" | "mat", "split_file": path})."""
+    seq, persons = _ilidsvid_persons(root)
+    mat = os.path.join(root, ILIDS_MAT)
+    js = os.path.join(root, ILIDS_SPLIT_FILE)
+    if os.path.isfile(js):
+        splits = read_ilidsvid_split_file(js, persons)
+        logger.info("iLIDS-VID: using the splits of %s (%d splits; torchreid's / Video-Person-ReID's split file)",
+                    js, len(splits))
+        if os.path.isfile(mat):
+            try:
+                ref = ilidsvid_mat_splits(root, persons)
+            except DatasetError as e:  # the file is used as it is, as torchreid does
+                logger.warning("iLIDS-VID: cannot compare %s with the .mat: %s", js, e)
+                ref = splits
+            diff = [k for k in range(max(len(ref), len(splits)))
+                    if k >= len(ref) or k >= len(splits) or ref[k] != splits[k]]
+            if diff:
+                logger.warning("iLIDS-VID: %s differs from the splits of %s (ls_set over the sorted person folders) "
+                               "in split(s) %s; using %s. Delete it to use the .mat's splits (a splits.json written "
+                               "by Video-Person-ReID maps ls_set through the unsorted folder listing of its machine)",
+                               js, mat, diff[:10], js)
+        return splits, {"split_source": "splits.json", "split_file": js}
+    splits = ilidsvid_mat_splits(root, persons)
+    logger.info("iLIDS-VID: using the splits of %s (ls_set: first half of each row test persons, second half train)",
+                mat)
+    return splits, {"split_source": "mat", "split_file": mat}
+
+
+def ilidsvid_num_splits(root: str) -> int:
+    return len(ilidsvid_split_source(root)[0])
+
+
+def load_ilidsvid(root: str, split_id: int = 0) -> ReIDData:
+    """iLIDS-VID split ``split_id`` (see :func:`ilidsvid_split_source`); query cam1, gallery
+    cam2. ``notes`` name the split file used."""
+    splits, source = ilidsvid_split_source(root)
+    seq = os.path.join(root, "i-LIDS-VID", "sequences")
+    if not 0 <= split_id < len(splits):
+        raise DatasetError(f"REID.SPLIT_ID {split_id}: iLIDS-VID has {len(splits)} splits (0..{len(splits) - 1}) in "
+                           f"{source['split_file']}")
+    s = splits[split_id]
 
     def tracklets(persons, cams):
         return [Tracklet(tuple(_list_frames(os.path.join(seq, c, p), ".png")), _person_number(p, seq), ci)
                 for p in persons for ci, c in cams]
 
-    train = tracklets(train_persons, ((0, "cam1"), (1, "cam2")))
-    query = tracklets(test_persons, ((0, "cam1"),))
-    gallery = tracklets(test_persons, ((1, "cam2"),))
-    return ReIDData("iLIDS-VID", _relabel(train), query, gallery, split_id, int(ls.shape[0]))
+    train = tracklets(s["train"], ((0, "cam1"), (1, "cam2")))
+    query = tracklets(s["test"], ((0, "cam1"),))
+    gallery = tracklets(s["test"], ((1, "cam2"),))
+    return ReIDData("iLIDS-VID", _relabel(train), query, gallery, split_id, len(splits), dict(source))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -610,7 +705,8 @@ class ReIDTrainClips(Dataset):
 
 class ReIDTestClips(Dataset):
     """Whole tracklets for feature extraction: item i -> {"inputs": n×C×T×H×W (every frame, in
-    chunks of seq_len, the last one padded; n×T×H×W×C uint8), "pid", "camid", "index"}."""
+    chunks of seq_len, the last one padded cyclically with its own frames, see
+    :func:`~vidnl.data.reid_sampling.test_chunks`; n×T×H×W×C uint8), "pid", "camid", "index"}."""
 
     def __init__(self, tracklets: Sequence[Tracklet], transform: FrameTransform, seq_len: int):
         self.tracklets, self.transform, self.seq_len = list(tracklets), transform, seq_len

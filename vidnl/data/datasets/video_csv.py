@@ -12,6 +12,13 @@ Items:
 * ``mode="test"``: all K×S views of one video, (K·S)×T×H×W×C uint8, cut from a single decode. A video
   that cannot be decoded gives ``inputs=None`` and its failure, and is excluded from metrics.
 
+Temporal sampling and spatial rounding follow DATA.TEMPORAL_SAMPLING / DATA.TARGET_FPS and
+DATA.SPATIAL_ROUNDING: vidnl's own protocol by default, PySlowFast's with "pyslowfast" (see
+:mod:`vidnl.data.sampling`, :mod:`vidnl.data.transforms` and docs/pretrained.md). PySlowFast's
+sampling needs the video's frame rate, so it reads video files only (a frame folder is a
+DatasetError), and its test views are cut from the full-size decode (PySlowFast resizes after
+decoding), not from a decode at the test scale.
+
 A listed path may be a folder of frames (``source="frames"``, see ``decoding.read_frames``).
 With ``modality`` "flow" or "rgb_flow" the items hold optical flow clips read from
 ``flow_dir`` (see ``datasets/flow.py``).
@@ -29,7 +36,7 @@ from torch.utils.data import Dataset
 
 from ...errors import DatasetError, decode_utf8
 from .. import sampling, transforms
-from ..decoding import DecodeError, read_frames
+from ..decoding import DecodeError, read_frames, stream_timing
 from ..model_input import InputNormalizer
 
 
@@ -125,6 +132,27 @@ class ClipConfig:
     flow_format: str = "jpg"
     flow_scale: float = 20.0
     video_root: str = ""  # folder relative paths were resolved against (flow folders mirror it)
+    temporal_sampling: str = "vidnl"  # DATA.TEMPORAL_SAMPLING: "vidnl" or "pyslowfast"
+    target_fps: float = 0.0  # DATA.TARGET_FPS (seconds per clip with "pyslowfast")
+    spatial_rounding: str = "vidnl"  # DATA.SPATIAL_ROUNDING: "vidnl" or "pyslowfast"
+
+
+def clip_keys(cfg) -> dict:
+    """The ClipConfig fields of the protocol keys (shared by ``from_cfg`` and predict's
+    ``test_clip_config``)."""
+    d = cfg.DATA
+    return {"temporal_sampling": d.TEMPORAL_SAMPLING, "target_fps": float(d.TARGET_FPS),
+            "spatial_rounding": d.SPATIAL_ROUNDING}
+
+
+def pyslowfast_timing(path: str, source: str) -> sampling.StreamTiming:
+    """The frame rate and timestamps PySlowFast's sampling needs (``decoding.stream_timing``); a
+    folder of frames has none: DatasetError naming it."""
+    if source == "frames" or os.path.isdir(path):
+        raise DatasetError(f"{path}: a folder of frames has no frame rate, which DATA.TEMPORAL_SAMPLING "
+                           f"'pyslowfast' (DATA.TARGET_FPS) needs; list the video files, or set "
+                           f"DATA.TEMPORAL_SAMPLING vidnl and DATA.TARGET_FPS 0")
+    return stream_timing(path)
 
 
 class VideoCSVDataset(Dataset):
@@ -149,7 +177,7 @@ class VideoCSVDataset(Dataset):
             random_flip=d.RANDOM_FLIP, mean=list(d.MEAN), std=list(d.STD), backend=d.DECODING_BACKEND,
             decoding_threads=d.DECODING_THREADS, num_retries=cfg.DATA_LOADER.NUM_RETRIES,
             seed=cfg.RNG_SEED, source=d.SOURCE, frame_template=d.FRAME_TEMPLATE, modality=d.MODALITY,
-            flow_dir=d.FLOW_DIR, flow_format=d.FLOW_FORMAT, flow_scale=d.FLOW_SCALE,
+            flow_dir=d.FLOW_DIR, flow_format=d.FLOW_FORMAT, flow_scale=d.FLOW_SCALE, **clip_keys(cfg),
         )
         csv_path = os.path.join(d.PATH_TO_DATA_DIR, f"{split}.csv")
         clip.video_root = d.PATH_PREFIX or os.path.dirname(os.path.abspath(csv_path))
@@ -182,19 +210,27 @@ class VideoCSVDataset(Dataset):
 
         def attempt(i: int, rng: np.random.Generator) -> dict:
             record = self.records[i]
-            decoded = read_frames(
-                record.path,
-                lambda n: sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode),
-                c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
-            )
-            span = sampling.clip_span(c.num_frames, c.sampling_rate)
+            if c.temporal_sampling == "pyslowfast":
+                timing = pyslowfast_timing(record.path, c.source)
+                span = sampling.pyslowfast_clip_size(c.num_frames, c.sampling_rate, timing.fps, c.target_fps)
+
+                def choose(n):
+                    return sampling.pyslowfast_train_clip_indices(n, timing, c.num_frames, c.sampling_rate,
+                                                                  c.target_fps, rng)
+            else:
+                span = sampling.clip_span(c.num_frames, c.sampling_rate)
+
+                def choose(n):
+                    return sampling.train_clip_indices(n, c.num_frames, c.sampling_rate, rng, c.short_video_mode)
+            decoded = read_frames(record.path, choose, c.backend, c.decoding_threads, source=c.source,
+                                  frame_template=c.frame_template)
             notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
             if decoded.num_frames < span:
-                notes.append((record.path, f"{decoded.num_frames} frames, shorter than one clip ({span} frames): "
+                notes.append((record.path, f"{decoded.num_frames} frames, shorter than one clip ({span:g} frames): "
                                            f"{'padded with its last frame' if c.short_video_mode == 'pad' else 'looped'}"))
             clip = transforms.train_transform(
                 transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
-                crop_size=c.train_crop_size, flip=c.random_flip, rng=rng,
+                crop_size=c.train_crop_size, flip=c.random_flip, rng=rng, rounding=c.spatial_rounding,
             )  # T×h×w×C uint8
             return {"inputs": clip, "label": record.label, "notes": notes}
 
@@ -208,16 +244,25 @@ class VideoCSVDataset(Dataset):
         record = self.records[index]
         k = c.num_ensemble_views
         try:
+            if c.temporal_sampling == "pyslowfast":
+                timing = pyslowfast_timing(record.path, c.source)
+
+                def choose(n):
+                    return sampling.pyslowfast_test_clip_indices(n, timing, c.num_frames, c.sampling_rate,
+                                                                 c.target_fps, k).reshape(-1)
+            else:
+                def choose(n):
+                    return sampling.test_clip_indices(n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1)
             decoded = read_frames(
-                record.path,
-                lambda n: sampling.test_clip_indices(n, c.num_frames, c.sampling_rate, k, c.short_video_mode).reshape(-1),
-                c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
-                short_side=c.test_crop_size,  # decode at the test scale (test_views' resize is then a no-op)
+                record.path, choose, c.backend, c.decoding_threads, source=c.source, frame_template=c.frame_template,
+                # decode at the test scale (test_views' resize is then a no-op); PySlowFast resizes the full-size frames
+                short_side=None if c.spatial_rounding == "pyslowfast" else c.test_crop_size,
             )
         except DecodeError as e:
             return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
         frames = transforms.frames_to_tensor(decoded.frames)  # (K·T)×C×H×W, one decode
-        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops)
+        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
+                                      rounding=c.spatial_rounding)
         t = c.num_frames  # views: S × (K·T)×h×w×C
         out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×T×h×w×C uint8
         notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
