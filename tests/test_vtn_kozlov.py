@@ -468,3 +468,16 @@ def test_torchvision_imagenet_weights_load_into_the_encoder(tmp_path):
         frames = x.transpose(1, 2).reshape(2, 3, 64, 64)
         expected = torch.nn.Sequential(*list(net.eval().children())[:-2])(frames).mean((2, 3))
         torch.testing.assert_close(model.eval().frame_features(x)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_checkpoint_skip_patterns_stop_at_the_config_overrides():
+    """``--skip`` takes any number of patterns; KEY VALUE overrides written after them are
+    overrides, not patterns (they were eaten as patterns before)."""
+    convert, _ = load_tool("convert_checkpoint")
+    args = convert.parse_args(["in.pth", "out.pyth", "--cfg", "c.yaml", "--skip", "fc.*", "*.slf_attn.w_?s",
+                               "MODEL.NUM_CLASSES", "5", "RESNET.DEPTH", "18"])
+    assert args.skip == ["fc.*", "*.slf_attn.w_?s"]
+    assert args.opts == ["MODEL.NUM_CLASSES", "5", "RESNET.DEPTH", "18"]
+    args = convert.parse_args(["in.pth", "out.pyth", "--cfg", "c.yaml", "MODEL.NUM_CLASSES", "5", "--skip"])
+    assert args.skip == [] and args.opts == ["MODEL.NUM_CLASSES", "5"]
+    assert convert.parse_args(["in.pth", "out.pyth", "--cfg", "c.yaml"]).skip is None  # TRAIN.CHECKPOINT_SKIP

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vidnl.cli import cli_entry  # noqa: E402
+from vidnl.cli import cli_entry, split_overrides  # noqa: E402
 from vidnl.errors import VidnlUserError  # noqa: E402
 
 
@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip", nargs="*", default=None,
                    help="fnmatch patterns of vidnl keys not to take from the file (default: TRAIN.CHECKPOINT_SKIP)")
     args, opts = p.parse_known_args(argv)
+    if args.skip:  # KEY VALUE overrides written after the patterns are not patterns
+        args.skip, overrides = split_overrides(args.skip)
+        opts = overrides + opts
     args.opts = opts  # KEY VALUE config overrides
     return args
 
