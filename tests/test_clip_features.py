@@ -168,15 +168,8 @@ def test_a_model_without_classifier_is_a_clear_error():
 # ------------------------------------------------------------------------------------------------
 # The features equal the test path's
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("rounding", ["vidnl", "pyslowfast"])
-def test_window_features_equal_the_test_path(setup, tmp_path, monkeypatch, rounding):
+def test_window_features_equal_the_test_path(setup, tmp_path, monkeypatch):
     cfg, model = setup["cfg"], setup["model"]
-    if rounding != "vidnl":
-        if "SPATIAL_ROUNDING" not in cfg.DATA:
-            pytest.skip("no DATA.SPATIAL_ROUNDING in this version")
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.DATA.SPATIAL_ROUNDING = rounding  # the test decodes at full size, floors, crops at ceil
     settings = cf.window_settings(cfg, "4f")
     out = cf.extract_clip_features(_video_paths(setup), model, str(tmp_path), settings, batch_size=3)
     assert sorted(out["done"]) == sorted(LENGTHS) and not out["failed"]
@@ -375,7 +368,7 @@ def test_torchrun_two_processes_give_the_single_process_outputs(setup, tmp_path,
 
 
 @pytest.mark.parametrize("case", ["no_weights", "out_is_file", "bad_stride", "image_model", "no_input",
-                                  "max_videos", "pyslowfast_sampling"])
+                                  "max_videos", "pyslowfast_sampling", "pyslowfast_rounding"])
 def test_tool_errors_are_one_line(setup, tmp_path, capsys, case):
     cfg_file = setup["cfg_file"]
     (tmp_path / "file").write_text("x")
@@ -383,7 +376,8 @@ def test_tool_errors_are_one_line(setup, tmp_path, capsys, case):
     expected = {"no_weights": "weights file not found", "out_is_file": "is a file; expected a folder",
                 "bad_stride": "window stride '3x'", "image_model": "an image model",
                 "no_input": "input not found", "max_videos": "--max-videos must be at least 1",
-                "pyslowfast_sampling": "DATA.TEMPORAL_SAMPLING is 'pyslowfast'"}[case]
+                "pyslowfast_sampling": "DATA.TEMPORAL_SAMPLING is 'pyslowfast'",
+                "pyslowfast_rounding": "DATA.SPATIAL_ROUNDING is 'pyslowfast'"}[case]
     if case == "no_weights":
         args["weights"] = str(tmp_path / "missing.pyth")
     elif case == "out_is_file":
@@ -394,6 +388,8 @@ def test_tool_errors_are_one_line(setup, tmp_path, capsys, case):
         args["extra"] = ["MODEL.ARCH", "resnet2d"]
     elif case == "pyslowfast_sampling":
         args["extra"] = ["DATA.TEMPORAL_SAMPLING", "pyslowfast", "DATA.TARGET_FPS", "30"]
+    elif case == "pyslowfast_rounding":  # its test views resize normalised float clips
+        args["extra"] = ["DATA.SPATIAL_ROUNDING", "pyslowfast"]
     elif case == "no_input":
         args["inputs"] = [str(tmp_path / "nothing.mp4")]
     else:

@@ -183,6 +183,29 @@ def _header(path):
         return float(s.average_rate), s.duration / s.frames
 
 
+def _pixels(normalised: torch.Tensor, cfg, channel: int = 0) -> torch.Tensor:
+    """Back from DATA.MEAN / DATA.STD normalised values to 0..255 grey levels."""
+    return (normalised.double() * cfg.DATA.STD[channel] + cfg.DATA.MEAN[channel]) * 255
+
+
+def ref_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """H×W float64 -> out_h×out_w: bilinear interpolation, half-pixel centres, no antialiasing
+    (what F.interpolate(mode="bilinear", align_corners=False) is documented to compute),
+    written as loops over the output pixels."""
+    h, w = img.shape
+    out = np.empty((out_h, out_w))
+    for y in range(out_h):
+        sy = max(0.0, (y + 0.5) * h / out_h - 0.5)
+        y0 = int(np.floor(sy)); y1 = min(y0 + 1, h - 1); wy = sy - y0
+        for x in range(out_w):
+            sx = max(0.0, (x + 0.5) * w / out_w - 0.5)
+            x0 = int(np.floor(sx)); x1 = min(x0 + 1, w - 1); wx = sx - x0
+            top = img[y0, x0] * (1 - wx) + img[y0, x1] * wx
+            bottom = img[y1, x0] * (1 - wx) + img[y1, x1] * wx
+            out[y, x] = top * (1 - wy) + bottom * wy
+    return out
+
+
 def test_dataset_items_take_pyslowfast_frames(tmp_path):
     n = 60  # grey level 4·i encodes the frame index
     path = write_video(str(tmp_path / "v.mp4"), index_video(n, 36, 50), fps=25)
@@ -193,8 +216,9 @@ def test_dataset_items_take_pyslowfast_frames(tmp_path):
     want = ref_test_clips(n, fps, ppf, 4, 4, 30, 3)
     ds = VideoCSVDataset.from_cfg(cfg, "test")
     item = ds[0]
-    assert item["inputs"].shape == (9, 4, 32, 32, 3)
-    ids = (item["inputs"][:, :, 16, 16, 0].double() / 4).round().long()  # (K·S)×T
+    # model-ready float views (K·S)×C×T×h×w: PySlowFast normalises before it resizes
+    assert item["inputs"].shape == (9, 3, 4, 32, 32) and item["inputs"].dtype == torch.float32
+    ids = (_pixels(item["inputs"][:, 0, :, 16, 16], cfg) / 4).round().long()  # (K·S)×T
     for k in range(3):
         for s in range(3):
             assert ids[3 * k + s].tolist() == want[k].tolist()
@@ -202,7 +226,9 @@ def test_dataset_items_take_pyslowfast_frames(tmp_path):
     assert test_clip_config(cfg) == dataclasses.replace(ds.clip, video_root="")
     # training: the start is the dataset rng's first draw (seed, epoch, index, try)
     train = VideoCSVDataset.from_cfg(cfg, "train")
-    got = (train[0]["inputs"][:, 16, 16, 0].double() / 4).round().long().tolist()
+    clip = train[0]["inputs"]
+    assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.float32
+    got = (_pixels(clip[0, :, 16, 16], cfg) / 4).round().long().tolist()
     size = ref_size(4, 4, fps, 30)
     start = np.random.default_rng([cfg.RNG_SEED, 0, 0, 0]).uniform(0.0, n - size)
     assert got == ref_pyav_clip(n, size, start, 4, ppf)
@@ -214,15 +240,22 @@ def test_test_views_are_cut_from_the_full_size_decode(tmp_path):
     rng = np.random.default_rng(0)
     path = write_video(str(tmp_path / "v.mp4"), rng.integers(0, 256, (30, 72, 96, 3), dtype=np.uint8), fps=30)
     (tmp_path / "test.csv").write_text(f"{path} 0\n")
-    item = VideoCSVDataset.from_cfg(_cfg(tmp_path, "TEST.NUM_ENSEMBLE_VIEWS", "1"), "test")[0]
+    cfg = _cfg(tmp_path, "TEST.NUM_ENSEMBLE_VIEWS", "1")
+    item = VideoCSVDataset.from_cfg(cfg, "test")[0]
     fps, ppf = _header(path)
     idx = ref_test_clips(30, fps, ppf, 4, 4, 30, 1)[0]
     full = video_csv.read_frames(path, lambda n: idx, "pyav").frames  # T×72×96×3
-    ref = F.interpolate(torch.from_numpy(full).permute(0, 3, 1, 2).double(), size=(32, 42), mode="bilinear",
-                        align_corners=False).permute(0, 2, 3, 1)
-    for s, left in enumerate([0, 5, 10]):
-        diff = (item["inputs"][s].double() - ref[:, :, left:left + 32]).abs()
-        assert diff.max() < 1.01 and diff.mean() < 0.5  # uint8 output of the same interpolation
+    # PySlowFast's order: normalise ((x / 255 - mean) / std), then resize the float frames (a
+    # uint8 resize would be up to 0.5 / 255 / std = 0.009 off; float32 interpolation is within 1e-4)
+    mean, std = np.array(cfg.DATA.MEAN), np.array(cfg.DATA.STD)
+    normalised = (full / 255.0 - mean) / std  # T×H×W×C
+    assert item["inputs"].shape == (3, 3, 4, 32, 32)
+    for t in range(4):
+        for c in range(3):
+            ref = ref_bilinear(normalised[t, :, :, c], 32, 42)
+            for s, left in enumerate([0, 5, 10]):
+                got = item["inputs"][s, c, t].double().numpy()
+                np.testing.assert_allclose(got, ref[:, left:left + 32], atol=1e-4, err_msg=f"crop {s} frame {t}")
 
 
 def test_vidnl_protocol_is_the_default(tmp_path):
@@ -256,7 +289,7 @@ def test_real_video_test_item(tmp_path):
         video_csv.read_frames = real
     fps, ppf = _header(SHARED_VIDEO)
     np.testing.assert_array_equal(seen[0], ref_test_clips(300, fps, ppf, 8, 8, 30, 10))
-    assert item["inputs"].shape == (10, 8, 256, 256, 3)
+    assert item["inputs"].shape == (10, 3, 8, 256, 256) and item["inputs"].dtype == torch.float32
 
 
 def test_frame_folders_have_no_frame_rate(tmp_path):
@@ -295,3 +328,54 @@ def test_released_configs_select_pyslowfast_protocol(name):
     assert (cfg.DATA.TEMPORAL_SAMPLING, cfg.DATA.TARGET_FPS, cfg.DATA.SPATIAL_ROUNDING) == ("pyslowfast", 30.0,
                                                                                           "pyslowfast")
     assert cfg.MODEL.TEST_HEAD == "fully_conv"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_train_transform_normalises_then_resizes_then_crops(seed):
+    """PySlowFast's training order (tensor_normalize, random_short_side_scale_jitter, random_crop,
+    horizontal_flip) on float frames, against a reference written here: the same rng draws
+    (scale, top, left, flip) as the uint8 transform, offsets in [0, L - crop)."""
+    g = torch.Generator().manual_seed(seed)
+    video = torch.randint(0, 256, (2, 3, 30, 40), generator=g, dtype=torch.uint8)
+    mean, std = [0.45, 0.4, 0.35], [0.225, 0.25, 0.2]
+    got = transforms.pyslowfast_train_transform(video, jitter_scales=[20, 26], crop_size=16, flip=True,
+                                                rng=np.random.default_rng(seed), mean=mean, std=std)
+    assert got.shape == (3, 2, 16, 16) and got.dtype == torch.float32
+    rng = np.random.default_rng(seed)
+    scale = int(rng.integers(20, 27))
+    new_h, new_w = scale, int(np.floor(40 * scale / 30))  # PySlowFast floors the long side
+    top, left = int(rng.integers(0, new_h - 16)), int(rng.integers(0, new_w - 16))
+    flip = rng.random() < 0.5
+    for t in range(2):
+        for c in range(3):
+            plane = (video[t, c].double().numpy() / 255.0 - mean[c]) / std[c]
+            ref = ref_bilinear(plane, new_h, new_w)[top:top + 16, left:left + 16]
+            if flip:
+                ref = ref[:, ::-1]
+            np.testing.assert_allclose(got[c, t].double().numpy(), ref, atol=1e-4, err_msg=f"seed {seed}")
+
+
+def test_training_and_testing_under_the_pyslowfast_protocol(tiny_dataset, tmp_path):
+    """A real tiny run (train, validate, multi-view test) with the whole PySlowFast protocol:
+    seconds-based sampling, float items normalised before the resize, the fully convolutional
+    test head at a test crop larger than the training crop."""
+    import importlib.util
+    import json
+
+    from conftest import tiny_opts
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("tool_run_net_protocol", os.path.join(root, "tools", "run_net.py"))
+    run_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_net)
+    out = tmp_path / "run"
+    opts = tiny_opts(tiny_dataset, str(out), **{
+        "DATA.TEMPORAL_SAMPLING": "pyslowfast", "DATA.TARGET_FPS": 30, "DATA.SPATIAL_ROUNDING": "pyslowfast",
+        "MODEL.TEST_HEAD": "fully_conv", "DATA.TEST_CROP_SIZE": 40, "SOLVER.MAX_EPOCH": 1,
+        "DATA.DECODING_BACKEND": "pyav"})
+    assert run_net.main(["--cfg", os.path.join(root, "configs", "Synthetic", "I3D_R18_SNL.yaml")] + opts) == 0
+    preds = json.loads((out / "predictions_test.json").read_text())
+    videos = preds["predictions"]
+    assert len(videos) == 4
+    for v in videos:  # the sum over 6 views of each view's probabilities (mean over its positions)
+        assert np.isfinite(v["scores"]).all() and sum(v["scores"]) == pytest.approx(6.0, abs=1e-4)

@@ -285,7 +285,7 @@ def predict(videos: Sequence[str], model: nn.Module, *, cfg=None, clip: ClipConf
         if item["inputs"] is None:
             res = {"path": path.path, "error": item["failures"][0][1] if item["failures"] else "cannot decode"}
         else:
-            inputs = item["inputs"]  # V×T×H×W×C uint8
+            inputs = item["inputs"]  # V×T×H×W×C uint8 (V×C×T×H×W float with DATA.SPATIAL_ROUNDING pyslowfast)
             logits = torch.cat([model(normalize(inputs[i:i + batch_size], device)).float().cpu()
                                 for i in range(0, inputs.shape[0], batch_size)])  # V×K
             scores = aggregate_views(logits, ensemble)
@@ -352,14 +352,21 @@ def window_settings(cfg) -> dict:
     """The keyword arguments of ``vidnl.long_video.predict_timeline`` / ``iter_windows`` that
     ``cfg`` sets: a window is one test view (DATA.NUM_FRAMES frames DATA.SAMPLING_RATE apart, the
     centre crop of DATA.TEST_CROP_SIZE, decoded at the test scale) scored in forward passes of
-    TEST.BATCH_SIZE. ConfigError for DATA.TEMPORAL_SAMPLING "pyslowfast" (its clips are measured
-    in seconds, DATA.TARGET_FPS; windows slide over the file's frames)."""
+    TEST.BATCH_SIZE. Windows follow vidnl's protocol: ConfigError for DATA.TEMPORAL_SAMPLING
+    "pyslowfast" (its clips are measured in seconds, DATA.TARGET_FPS; windows slide over the
+    file's frames) and for DATA.SPATIAL_ROUNDING "pyslowfast" (its test views resize normalised
+    float frames; windows crop each uint8 frame as it is decoded)."""
     check_predictable(cfg)
     d = cfg.DATA
     if getattr(d, "TEMPORAL_SAMPLING", "vidnl") != "vidnl":
         raise ConfigError(f"DATA.TEMPORAL_SAMPLING is {d.TEMPORAL_SAMPLING!r}: sliding windows (--window-stride) "
                           f"take DATA.NUM_FRAMES frames DATA.SAMPLING_RATE apart in the file's own frames; set "
-                          f"DATA.TEMPORAL_SAMPLING vidnl (and DATA.TARGET_FPS 0) to score windows")
+                          f"DATA.TEMPORAL_SAMPLING vidnl DATA.TARGET_FPS 0 DATA.SPATIAL_ROUNDING vidnl to score "
+                          f"windows")
+    if getattr(d, "SPATIAL_ROUNDING", "vidnl") != "vidnl":
+        raise ConfigError(f"DATA.SPATIAL_ROUNDING is {d.SPATIAL_ROUNDING!r}: sliding windows (--window-stride) crop "
+                          f"each decoded uint8 frame with vidnl's rounding (PySlowFast's resizes normalised float "
+                          f"clips); set DATA.SPATIAL_ROUNDING vidnl to score windows")
     rounding = getattr(d, "SPATIAL_ROUNDING", "vidnl")
     return {"num_frames": d.NUM_FRAMES, "sampling_rate": d.SAMPLING_RATE, "crop_size": d.TEST_CROP_SIZE,
             # the test decodes at the test scale, or at full size with PySlowFast's rounding

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from .decoding import scaled_size
@@ -123,3 +124,57 @@ def test_views(video: torch.Tensor, *, crop_size: int, num_crops: int, rounding:
     frames = channels_last(resize_short_side(video, crop_size, rounding))  # T×H×W×C
     return [v.permute(0, 2, 3, 1)
             for v in uniform_crops(frames.permute(0, 3, 1, 2), crop_size, num_crops, rounding)]
+
+
+# ------------------------------------------------------------------------------------------------
+# PySlowFast's transform on normalised float frames (DATA.SPATIAL_ROUNDING "pyslowfast" datasets)
+# ------------------------------------------------------------------------------------------------
+def pyslowfast_normalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """T×C×H×W uint8 -> float32 T×C×H×W as PySlowFast's ``utils.tensor_normalize`` computes it:
+    ``(x / 255 − mean) / std`` in that order (float32 rounding included)."""
+    shape = (1, -1, 1, 1)
+    m = torch.tensor(list(mean), dtype=torch.float32).view(shape)
+    s = torch.tensor(list(std), dtype=torch.float32).view(shape)
+    return (video.float() / 255.0 - m) / s
+
+
+def _pyslowfast_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """float T×C×H×W -> short side ``size`` (long side floored), bilinear, align_corners False, no
+    antialias: PySlowFast's ``random_short_side_scale_jitter`` with one scale (unchanged when
+    the short side is ``size`` already)."""
+    h, w = x.shape[-2:]
+    if min(h, w) == size:
+        return x
+    return F.interpolate(x, size=short_side_size(h, w, size, "pyslowfast"), mode="bilinear", align_corners=False)
+
+
+def pyslowfast_test_views(video: torch.Tensor, *, crop_size: int, num_crops: int, mean: Sequence[float],
+                          std: Sequence[float]) -> list[torch.Tensor]:
+    """T×C×H×W uint8 (full-size frames) -> ``num_crops`` float32 views C×T×crop×crop, model-ready:
+    PySlowFast's test transform in its order: normalise (``pyslowfast_normalize``), resize the
+    short side to ``crop_size`` on the float frames, then ``uniform_crops`` with its rounding. A
+    resize of the uint8 frames instead would be up to half a grey level off."""
+    frames = _pyslowfast_resize(pyslowfast_normalize(video, mean, std), crop_size)
+    return [v.permute(1, 0, 2, 3) for v in uniform_crops(frames, crop_size, num_crops, "pyslowfast")]
+
+
+def pyslowfast_train_transform(video: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
+                               rng: np.random.Generator, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """T×C×H×W uint8 (full-size frames) -> float32 C×T×crop×crop, model-ready: PySlowFast's
+    training transform in its order: normalise, resize the whole frame to a short side drawn
+    from ``jitter_scales`` (as ``train_transform`` draws it), a random crop at offsets in
+    [0, L − crop) (0 where L = crop), an optional horizontal flip. The same rng draws as
+    ``train_transform`` with ``rounding`` "pyslowfast", so the same crops."""
+    scale = int(rng.integers(jitter_scales[0], jitter_scales[1] + 1))
+    h, w = video.shape[-2:]
+    new_h, new_w = (h, w) if min(h, w) == scale else short_side_size(h, w, scale, "pyslowfast")
+    new_h, new_w = max(crop_size, new_h), max(crop_size, new_w)  # as train_transform clamps
+    x = pyslowfast_normalize(video, mean, std)
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top = int(rng.integers(0, new_h - crop_size)) if new_h > crop_size else 0
+    left = int(rng.integers(0, new_w - crop_size)) if new_w > crop_size else 0
+    x = x[..., top:top + crop_size, left:left + crop_size]
+    if flip and rng.random() < 0.5:
+        x = x.flip(-1)
+    return x.permute(1, 0, 2, 3).contiguous()

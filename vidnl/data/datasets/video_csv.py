@@ -17,7 +17,10 @@ DATA.SPATIAL_ROUNDING: vidnl's own protocol by default, PySlowFast's with "pyslo
 :mod:`vidnl.data.sampling`, :mod:`vidnl.data.transforms` and docs/pretrained.md). PySlowFast's
 sampling needs the video's frame rate, so it reads video files only (a frame folder is a
 DatasetError), and its test views are cut from the full-size decode (PySlowFast resizes after
-decoding), not from a decode at the test scale.
+decoding), not from a decode at the test scale. With DATA.SPATIAL_ROUNDING "pyslowfast" the items
+are model-ready float32 (train C×T×h×w, test (K·S)×C×T×h×w, like flow items): PySlowFast
+normalises the frames first and resizes the float frames, which uint8 pixels cannot reproduce
+(half a grey level of rounding).
 
 A listed path may be a folder of frames (``source="frames"``, see ``decoding.read_frames``).
 With ``modality`` "flow" or "rgb_flow" the items hold optical flow clips read from
@@ -228,10 +231,16 @@ class VideoCSVDataset(Dataset):
             if decoded.num_frames < span:
                 notes.append((record.path, f"{decoded.num_frames} frames, shorter than one clip ({span:g} frames): "
                                            f"{'padded with its last frame' if c.short_video_mode == 'pad' else 'looped'}"))
-            clip = transforms.train_transform(
-                transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
-                crop_size=c.train_crop_size, flip=c.random_flip, rng=rng, rounding=c.spatial_rounding,
-            )  # T×h×w×C uint8
+            if c.spatial_rounding == "pyslowfast":  # PySlowFast resizes normalised float frames
+                clip = transforms.pyslowfast_train_transform(
+                    transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
+                    crop_size=c.train_crop_size, flip=c.random_flip, rng=rng, mean=c.mean, std=c.std,
+                )  # C×T×h×w float32, model-ready
+            else:
+                clip = transforms.train_transform(
+                    transforms.frames_to_tensor(decoded.frames), jitter_scales=c.jitter_scales,
+                    crop_size=c.train_crop_size, flip=c.random_flip, rng=rng, rounding=c.spatial_rounding,
+                )  # T×h×w×C uint8
             return {"inputs": clip, "label": record.label, "notes": notes}
 
         item, index, failures = decode_with_retries(self.records, index, c.num_retries, c.seed, self.epoch, attempt,
@@ -261,10 +270,16 @@ class VideoCSVDataset(Dataset):
         except DecodeError as e:
             return {"inputs": None, "label": record.label, "index": index, "failures": [(record.path, e.reason)]}
         frames = transforms.frames_to_tensor(decoded.frames)  # (K·T)×C×H×W, one decode
-        views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
-                                      rounding=c.spatial_rounding)
-        t = c.num_frames  # views: S × (K·T)×h×w×C
-        out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×T×h×w×C uint8
+        t = c.num_frames
+        if c.spatial_rounding == "pyslowfast":
+            # PySlowFast normalises, then resizes the float frames: one clip at a time (memory)
+            out = torch.stack([v for i in range(k) for v in transforms.pyslowfast_test_views(
+                frames[i * t:(i + 1) * t], crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
+                mean=c.mean, std=c.std)])  # (K·S)×C×T×h×w float32, model-ready
+        else:
+            views = transforms.test_views(frames, crop_size=c.test_crop_size, num_crops=c.num_spatial_crops,
+                                          rounding=c.spatial_rounding)  # S × (K·T)×h×w×C
+            out = torch.stack([v[i * t:(i + 1) * t] for i in range(k) for v in views])  # (K·S)×T×h×w×C uint8
         notes = [(record.path, decoded.truncation_note)] if decoded.truncation_note else []
         return {"inputs": out, "label": record.label, "index": index, "failures": [], "notes": notes}
 
