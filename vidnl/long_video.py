@@ -39,9 +39,8 @@ import numpy as np
 import torch
 
 from .data import sampling
-from .data.decoding import (IDENTITY, DecodeError, NoVideoStream, _container_header, _stored_size, _target_size,
-                            _video_stream, count_frame_files, DEFAULT_FRAME_TEMPLATE, frame_orientation, orient,
-                            resolve_backend)
+from .data.decoding import (DEFAULT_FRAME_TEMPLATE, DecodeError, NoVideoStream, _video_stream, count_frame_files,
+                            decord_reader, iter_pyav_frames, resolve_backend)
 from .data.transforms import frames_to_tensor, test_views
 from .errors import VidnlUserError
 
@@ -160,50 +159,6 @@ def crop_frame(frame: np.ndarray, crop_size: int, spatial_rounding: str = "vidnl
 # decord yields only the needed frames); ``info`` receives "fps" and "frames" (the count as known
 # up front).
 # ------------------------------------------------------------------------------------------------
-def _pyav_frames(path: str, short_side: int | None, threads: int, info: dict,
-                 needed: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
-    import av
-
-    with av.open(path) as container:
-        stream = _video_stream(container)
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
-        rate = stream.average_rate or stream.guessed_rate
-        info["fps"] = float(rate) if rate else 0.0
-        info["frames"] = int(stream.frames or 0)
-        orientation, kw = IDENTITY, {}
-        for i, frame in enumerate(container.decode(stream)):
-            if i == 0:  # as _pyav_pass: the display matrix and the size to scale to, from the first frame
-                orientation = frame_orientation(frame)
-                size = _stored_size(frame.height, frame.width, short_side, orientation)
-                kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
-            if needed(i):
-                yield i, orient(frame.to_ndarray(format="rgb24", **kw), orientation)
-            else:
-                yield i, None
-
-
-def _open_decord(path: str, short_side: int | None, threads: int):
-    """(VideoReader at the decoding size of ``_decode_decord``, fps), or None for a video with a
-    display rotation (decoded with PyAV, as read_frames does)."""
-    import decord
-
-    _, height, width, orientation = _container_header(path)
-    if orientation != IDENTITY:
-        return None
-    size = _target_size(height, width, short_side) if height else None
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads,
-                            **({} if size is None else {"width": size[1], "height": size[0]}))
-    if len(vr) <= 0:
-        raise RuntimeError("decord reports 0 frames")
-    if short_side and not height:
-        size = _target_size(*vr[0].shape[:2], short_side)
-        if size is not None:
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads, width=size[1], height=size[0])
-    return vr
-
-
 def _decord_frames(vr, info: dict, needed: Callable[[int], bool], fps: float) -> Iterator[tuple[int, np.ndarray]]:
     n = len(vr)
     info["fps"], info["frames"] = fps, n
@@ -288,7 +243,8 @@ def iter_windows(path: str, *, num_frames: int, sampling_rate: int, stride_frame
                                "so sliding windows over it need that much; DATA.DECODING_BACKEND pyav streams it in "
                                "bounded memory", path, os.path.getsize(path) / 1e9)
             try:
-                vr = _open_decord(path, short_side, threads)
+                opened = decord_reader(path, short_side=short_side, threads=threads)
+                vr = None if opened is None else opened[0]  # None: a rotated video, decoded with PyAV
             except NoVideoStream as e:
                 raise DecodeError(path, str(e)) from None
             except Exception as e:  # noqa: BLE001 - decord fails in many ways; PyAV is tried next, as in read_frames
@@ -307,7 +263,7 @@ def iter_windows(path: str, *, num_frames: int, sampling_rate: int, stride_frame
             fps = 0.0
         frames = _decord_frames(vr, info, asm.needed, fps or float(vr.get_avg_fps() or 0.0))
     else:
-        frames = _pyav_frames(path, short_side, threads, info, asm.needed)
+        frames = iter_pyav_frames(path, short_side, threads, info, asm.needed)
 
     starts, clips, count, kept = [], [], 0, 0
 

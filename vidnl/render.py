@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .data.decoding import iter_pyav_frames
 from .errors import VidnlUserError
 
 logger = logging.getLogger(__name__)
@@ -268,49 +269,6 @@ def _check_output(out_path: str, video_path: str) -> None:
         raise RenderError(f"cannot write {out_path}: its folder {folder} is not writable")
 
 
-def _new_file_mode() -> int:
-    """0o666 less the process umask (read without changing it where /proc has it), the mode a
-    file created with open() gets."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _frames(path: str, max_short_side: int | None, threads: int, info: dict):
-    """Yield the video's frames in decode order (frame i of the timeline is the i-th), H×W×3 uint8
-    RGB as displayed (display rotation applied, as ``read_frames`` does), scaled so the shorter
-    side is at most ``max_short_side``; ``info`` gets "fps" (a Fraction or None), "frames"
-    (the header's count, 0 if unknown) and "size" (the displayed (H, W) before scaling). Always
-    PyAV: a sequential decode holds one frame, where decord's reader grows with the video (about
-    +450 MB for 2000 frames of 320×240, measured)."""
-    import av
-
-    from .data.decoding import IDENTITY, _stored_size, _video_stream, frame_orientation, orient
-
-    with av.open(path) as container:
-        stream = _video_stream(container)
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
-        info["fps"] = stream.average_rate or stream.guessed_rate
-        info["frames"] = int(stream.frames or 0)
-        orientation, kw = IDENTITY, {}
-        for i, frame in enumerate(container.decode(stream)):
-            if i == 0:
-                orientation = frame_orientation(frame)
-                info["size"] = (frame.width, frame.height) if orientation[0] else (frame.height, frame.width)
-                size = _stored_size(frame.height, frame.width, max_short_side, orientation)
-                kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
-            yield orient(frame.to_ndarray(format="rgb24", **kw), orientation)
-
-
 def render_video(video_path: str, timeline, out_path: str, *, topk: int = 3, heatmaps=None,
                  crop: tuple[int, int] | None = None, backend: str = "auto", max_short_side: int | None = None,
                  codec: str = "auto", threads: int = 1, alpha: float = HEAT_ALPHA) -> dict:
@@ -378,14 +336,16 @@ def render_video(video_path: str, timeline, out_path: str, *, topk: int = 3, hea
             stream = layout = window_of = None
             box = None
             try:
-                frames = _frames(video_path, max_short_side, threads, info)
-                for frame in frames:
+                # always PyAV: a sequential decode holds one frame, where decord's reader grows with
+                # the video (about +450 MB for 2000 frames of 320×240, measured)
+                frames = iter_pyav_frames(video_path, max_short_side, threads, info)
+                for _, frame in frames:
                     if stream is None:  # the first frame fixes the output size
                         hgt, wid = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
                         if hgt < 2 or wid < 2:
                             raise RenderError(f"{video_path}: frames of {frame.shape[1]}x{frame.shape[0]} pixels are "
                                               f"too small to encode")
-                        fps = info.get("fps")
+                        fps = info.get("rate")
                         if not fps:
                             logger.warning("%s states no frame rate: the rendered video plays at 25 fps", video_path)
                             fps = Fraction(25)
@@ -422,13 +382,15 @@ def render_video(video_path: str, timeline, out_path: str, *, topk: int = 3, hea
                 raise RenderError(f"cannot read the video {video_path}: no frame decodes")
             for packet in stream.encode():
                 out.mux(packet)
-        os.chmod(tmp, _new_file_mode())  # mkstemp's 0600 -> what open() would have given
+        from .engine.output_dir import new_file_mode
+
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what open() would have given
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    fps = info.get("fps") or Fraction(25)
+    fps = info.get("rate") or Fraction(25)
     return {"frames": count, "path": out_path, "codec": codec, "fps": float(fps), "width": wid, "height": hgt}
 
 

@@ -29,10 +29,11 @@ with either backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -225,32 +226,44 @@ def _stored_size(height: int, width: int, short_side: int | None, orientation: O
 _ROTATED_LOGGED: list = []
 
 
-def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
-                   short_side: int | None = None) -> DecodedFrames:
-    if not decord_available():
-        raise RuntimeError(f"decord is not installed ({decord_import_error()}; {DECORD_INSTALL_HINT})")
+def decord_reader(path: str, threads: int, short_side: int | None = None):
+    """(decord VideoReader of ``path`` scaling while decoding so the shorter side is
+    ``short_side`` (None: as stored), the frame count its header promises (0 if none)), or None
+    for a video with a display rotation, which PyAV must decode (see ``_decode_decord``).
+    RuntimeError when decord finds no frames; NoVideoStream for a file without video."""
     import decord
 
     promised, height, width, orientation = _container_header(path)
     if orientation != IDENTITY:
-        # decord turns such a video itself, inconsistently (at 90°: squashed when scaling, a failed
-        # decode at full size): PyAV decodes it as stored and ``orient`` turns it
-        if not _ROTATED_LOGGED:
-            _ROTATED_LOGGED.append(path)
-            logger.info("%s has a display rotation: decoded with PyAV (decord does not apply it consistently); "
-                        "so is every rotated video", path)
-        return _decode_pyav(path, choose_indices, threads, short_side)
+        return None
     size = _target_size(height, width, short_side) if height else None
     # with ``size``, decord scales while decoding: memory follows the model input, not the file
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads,
                             **({} if size is None else {"width": size[1], "height": size[0]}))
-    n = len(vr)
-    if n <= 0:
+    if len(vr) <= 0:
         raise RuntimeError("decord reports 0 frames")
     if short_side and not height:  # no header to read the size from: decode one frame for it
         size = _target_size(*vr[0].shape[:2], short_side)
         if size is not None:
             vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads, width=size[1], height=size[0])
+    return vr, promised
+
+
+def _decode_decord(path: str, choose_indices: Callable[[int], np.ndarray], threads: int,
+                   short_side: int | None = None) -> DecodedFrames:
+    if not decord_available():
+        raise RuntimeError(f"decord is not installed ({decord_import_error()}; {DECORD_INSTALL_HINT})")
+    opened = decord_reader(path, threads, short_side)
+    if opened is None:
+        # decord turns a video with a display rotation itself, inconsistently (at 90°: squashed when
+        # scaling, a failed decode at full size): PyAV decodes it as stored and ``orient`` turns it
+        if not _ROTATED_LOGGED:
+            _ROTATED_LOGGED.append(path)
+            logger.info("%s has a display rotation: decoded with PyAV (decord does not apply it consistently); "
+                        "so is every rotated video", path)
+        return _decode_pyav(path, choose_indices, threads, short_side)
+    vr, promised = opened
+    n = len(vr)
     idx = np.asarray(choose_indices(n), dtype=np.int64)
     unique, inverse = np.unique(idx, return_inverse=True)
     frames = vr.get_batch(unique.tolist()).asnumpy()
@@ -333,27 +346,48 @@ def _decode_pyav(path: str, choose_indices: Callable[[int], np.ndarray], threads
     return DecodedFrames(np.stack([got[i] for i in idx.tolist()]), idx, n, "pyav", header)
 
 
-def _pyav_pass(path: str, wanted: set, last: int, threads: int, short_side: int | None) -> tuple[dict, int]:
-    """One decoding pass up to frame ``last``: the ``wanted`` frames (index -> H×W×3, as
-    displayed: the first frame's display orientation applied) and how many frames decoded."""
+def iter_pyav_frames(path: str, short_side: int | None = None, threads: int = 1, info: dict | None = None,
+                     needed: Callable[[int], bool] | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Decode ``path`` with PyAV from its first frame, in order, holding one frame at a time:
+    yields (index, frame H×W×3 uint8 RGB as displayed: the first frame's display orientation
+    applied, scaled so the shorter displayed side is ``short_side`` (None: as stored)), or
+    (index, None) for an index ``needed`` refuses (not converted). ``info``, if given, receives
+    before the first frame "rate" (the stream's average rate, else its guessed rate: a Fraction,
+    or None), "fps" (that as a float, 0.0 when unknown) and "frames" (the header's count, 0 when
+    it states none), and with the first frame "size" (its displayed (H, W) before scaling)."""
     import av
 
-    got: dict[int, np.ndarray] = {}
-    count = 0
+    info = {} if info is None else info
     with av.open(path) as container:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate
+        info.update(rate=rate, fps=float(rate) if rate else 0.0, frames=int(stream.frames or 0))
         orientation, kw = IDENTITY, {}
         for i, frame in enumerate(container.decode(stream)):
             if i == 0:  # the display matrix and the size to scale to, from the first frame
                 orientation = frame_orientation(frame)
+                info["size"] = (frame.width, frame.height) if orientation[0] else (frame.height, frame.width)
                 size = _stored_size(frame.height, frame.width, short_side, orientation)
                 kw = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
+            if needed is None or needed(i):
+                yield i, orient(frame.to_ndarray(format="rgb24", **kw), orientation)
+            else:
+                yield i, None
+
+
+def _pyav_pass(path: str, wanted: set, last: int, threads: int, short_side: int | None) -> tuple[dict, int]:
+    """One decoding pass up to frame ``last``: the ``wanted`` frames (index -> H×W×3, as
+    displayed: the first frame's display orientation applied) and how many frames decoded."""
+    got: dict[int, np.ndarray] = {}
+    count = 0
+    with contextlib.closing(iter_pyav_frames(path, short_side, threads, needed=wanted.__contains__)) as frames:
+        for i, frame in frames:
             count = i + 1
-            if i in wanted:
-                got[i] = orient(frame.to_ndarray(format="rgb24", **kw), orientation)
+            if frame is not None:
+                got[i] = frame
             if i >= last:
                 break
     return got, count

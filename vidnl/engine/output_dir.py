@@ -78,7 +78,7 @@ def _finite(obj):
     return obj
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """The permissions ``open(path, "w")`` gives a new file: 0o666 less the process umask (read
     from /proc where it can be, since setting the umask to read it races with other threads)."""
     try:
@@ -100,7 +100,7 @@ def write_bytes_atomic(path: str, data, durable: bool = False) -> str:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-        os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 -> what open() would give (0666 & ~umask)
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0600 -> what open() would give (0666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
